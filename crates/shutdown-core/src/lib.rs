@@ -1,0 +1,29 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![cfg_attr(not(loom), forbid(unsafe_code))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod cleanup;
+mod config;
+mod in_flight;
+mod phase;
+mod report;
+mod shutdown;
+
+pub use cleanup::{Async, Blocking, CleanupOutcome, CleanupResult, CleanupStatus, IntoCleanup};
+pub use config::{
+    ConfigError, ENV_CLEANUP_TIMEOUT, ENV_DELAY, ENV_RETRY_AFTER, ENV_TASK_TIMEOUT, ENV_TIMEOUT,
+    ExitCodes, ShutdownConfig,
+};
+pub use in_flight::{RequestGuard, ScopedRequestGuard};
+pub use phase::{Phase, Trigger};
+pub use report::{DrainSummary, ShutdownReport};
+pub use shutdown::Shutdown;
+
+/// Re-exported so that users name the same types the handle returns.
+pub use tokio_util::sync::CancellationToken;
+/// Re-exported so that users name the same types the handle returns.
+pub use tokio_util::task::TaskTracker;
+
+#[doc(hidden)]
+pub use cleanup::CleanupBody;

@@ -1,0 +1,185 @@
+//! A harness for end-to-end tests that run real processes: start a binary with its
+//! output captured line by line, wait for a line (always with a timeout), send it a
+//! real signal, and wait for its exit (with a timeout, so that a bug fails the test
+//! instead of hanging CI).
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use nix::sys::signal::Signal;
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Standard output.
+    Stdout,
+    /// Standard error (where the probes log).
+    Stderr,
+}
+
+enum Event {
+    Line(Source, String),
+    Exited(std::io::Result<ExitStatus>),
+}
+
+/// A running child process with its output collected.
+#[derive(Debug)]
+pub struct Child {
+    pid: nix::unistd::Pid,
+    events: Receiver<Event>,
+    lines: Vec<(Source, String)>,
+    status: Option<ExitStatus>,
+}
+
+impl Child {
+    /// Starts `program` with extra environment variables.
+    pub fn spawn(program: &str, env: &[(&str, &str)]) -> std::io::Result<Self> {
+        let mut command = Command::new(program);
+        command
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn()?;
+        let pid =
+            nix::unistd::Pid::from_raw(i32::try_from(child.id()).map_err(std::io::Error::other)?);
+        let (tx, events) = mpsc::channel();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stderr"))?;
+        let out_tx = tx.clone();
+        let out = thread::spawn(move || forward(stdout, Source::Stdout, &out_tx));
+        let err_tx = tx.clone();
+        let err = thread::spawn(move || forward(stderr, Source::Stderr, &err_tx));
+        thread::spawn(move || {
+            let status = child.wait();
+            // Every line is forwarded before the exit is reported.
+            let _ = out.join();
+            let _ = err.join();
+            let _ = tx.send(Event::Exited(status));
+        });
+        Ok(Self {
+            pid,
+            events,
+            lines: Vec::new(),
+            status: None,
+        })
+    }
+
+    /// Waits until a line containing `needle` appears on `source`, and returns it.
+    /// Panics, with everything the child printed, if it does not appear within
+    /// `timeout` or the child exits first.
+    pub fn wait_for_line(&mut self, source: Source, needle: &str, timeout: Duration) -> String {
+        if let Some((_, line)) = self
+            .lines
+            .iter()
+            .find(|(s, l)| *s == source && l.contains(needle))
+        {
+            return line.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.next_event(deadline) {
+                Some(Event::Line(s, line)) => {
+                    let found = s == source && line.contains(needle);
+                    self.lines.push((s, line.clone()));
+                    if found {
+                        return line;
+                    }
+                }
+                Some(Event::Exited(status)) => {
+                    self.status = status.ok();
+                    panic!(
+                        "child exited ({:?}) before printing {needle:?}\n{}",
+                        self.status,
+                        self.output()
+                    );
+                }
+                None => panic!(
+                    "no line with {needle:?} within {timeout:?}\n{}",
+                    self.output()
+                ),
+            }
+        }
+    }
+
+    /// Sends a real signal to the child.
+    pub fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(self.pid, signal).unwrap_or_else(|e| panic!("kill({signal}): {e}"));
+    }
+
+    /// Waits for the child to exit, collecting the rest of its output. Kills it and
+    /// panics if it is still running after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.next_event(deadline) {
+                Some(Event::Line(s, line)) => self.lines.push((s, line)),
+                Some(Event::Exited(status)) => {
+                    let status = status.unwrap_or_else(|e| panic!("waiting for the child: {e}"));
+                    self.status = Some(status);
+                    return status;
+                }
+                None => {
+                    let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+                    panic!(
+                        "child still running after {timeout:?}; killed\n{}",
+                        self.output()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every line collected so far, from both streams, in arrival order.
+    pub fn lines(&self, source: Source) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter(|(s, _)| *s == source)
+            .map(|(_, l)| l.as_str())
+            .collect()
+    }
+
+    /// Everything collected so far, for failure messages.
+    pub fn output(&self) -> String {
+        self.lines
+            .iter()
+            .map(|(s, l)| format!("{}: {l}", if *s == Source::Stdout { "out" } else { "err" }))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn next_event(&self, deadline: Instant) -> Option<Event> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.events.recv_timeout(left).ok()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+        }
+    }
+}
+
+fn forward(stream: impl Read, source: Source, tx: &mpsc::Sender<Event>) {
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        if tx.send(Event::Line(source, line)).is_err() {
+            break;
+        }
+    }
+}

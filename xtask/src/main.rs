@@ -1,0 +1,175 @@
+//! Project automation, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
+//!
+//! - `ci`: every check CI runs, in order; the first failing step stops the run with its
+//!   exit code.
+//! - `loom`: only the `loom` model checks of `shutdown-core`.
+
+use std::env;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+struct Step {
+    name: &'static str,
+    program: &'static str,
+    args: Vec<&'static str>,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Step {
+    fn cargo(name: &'static str, args: &[&'static str]) -> Self {
+        Self {
+            name,
+            program: "cargo",
+            args: args.to_vec(),
+            env: Vec::new(),
+        }
+    }
+
+    fn env(mut self, key: &'static str, value: &'static str) -> Self {
+        self.env.push((key, value));
+        self
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let steps = match args.first().map(String::as_str) {
+        Some("ci") => ci_steps(),
+        Some("loom") => vec![loom_step()],
+        _ => {
+            eprintln!("usage: cargo xtask <ci|loom>");
+            eprintln!("  ci    fmt, clippy, tests, doc tests, loom, docs: what CI runs");
+            eprintln!("  loom  the loom model checks of shutdown-core");
+            return ExitCode::from(2);
+        }
+    };
+    run(&steps)
+}
+
+fn ci_steps() -> Vec<Step> {
+    let tests = if has_nextest() {
+        Step::cargo(
+            "tests (nextest)",
+            &[
+                "nextest",
+                "run",
+                "--workspace",
+                "--all-features",
+                "--no-fail-fast",
+            ],
+        )
+    } else {
+        Step::cargo(
+            "tests (cargo test)",
+            &[
+                "test",
+                "--workspace",
+                "--all-features",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--no-fail-fast",
+            ],
+        )
+    };
+    vec![
+        Step::cargo("fmt", &["fmt", "--all", "--", "--check"]),
+        Step::cargo(
+            "clippy",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        tests,
+        Step::cargo(
+            "doc tests",
+            &["test", "--workspace", "--all-features", "--doc"],
+        ),
+        loom_step(),
+        Step::cargo(
+            "docs",
+            &["doc", "--workspace", "--all-features", "--no-deps"],
+        )
+        .env("RUSTDOCFLAGS", "-D warnings"),
+    ]
+}
+
+fn loom_step() -> Step {
+    // A separate target directory: `--cfg loom` would otherwise rebuild everything
+    // that the other steps just built.
+    Step::cargo(
+        "loom",
+        &[
+            "test",
+            "--package",
+            "shutdown-core",
+            "--lib",
+            "--release",
+            "--target-dir",
+            "target/loom",
+            "--",
+            "loom_tests",
+        ],
+    )
+    .env("RUSTFLAGS", "--cfg loom")
+    .env("LOOM_MAX_PREEMPTIONS", "3")
+}
+
+fn has_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+fn run(steps: &[Step]) -> ExitCode {
+    let started = Instant::now();
+    for (index, step) in steps.iter().enumerate() {
+        let shown_env: String = step
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?} "))
+            .collect();
+        println!(
+            "\n==> [{}/{}] {}: {shown_env}{} {}",
+            index + 1,
+            steps.len(),
+            step.name,
+            step.program,
+            step.args.join(" ")
+        );
+        let step_started = Instant::now();
+        let status = Command::new(step.program)
+            .args(&step.args)
+            .envs(step.env.iter().copied())
+            .status();
+        let secs = step_started.elapsed().as_secs_f64();
+        match status {
+            Ok(status) if status.success() => println!("==> {} passed in {secs:.1}s", step.name),
+            Ok(status) => {
+                let code = status.code().unwrap_or(1);
+                println!("==> {} FAILED in {secs:.1}s (exit code {code})", step.name);
+                return ExitCode::from(u8::try_from(code).unwrap_or(1).max(1));
+            }
+            Err(error) => {
+                println!(
+                    "==> {} could not start `{}`: {error}",
+                    step.name, step.program
+                );
+                return ExitCode::from(1);
+            }
+        }
+    }
+    println!(
+        "\n==> all {} steps passed in {:.1}s",
+        steps.len(),
+        started.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}
