@@ -6,9 +6,9 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -174,11 +174,16 @@ impl CleanupTask {
     }
 }
 
+/// Runs `f` on a detached thread of its own and waits for it on the blocking pool, for
+/// at most `timeout` of real time. A closure that hangs is abandoned with its thread,
+/// which cannot hold up process exit or the runtime's shutdown; and while it runs, the
+/// waiter on the blocking pool keeps tokio's paused test clock from jumping to the
+/// timeout.
 async fn run_blocking(
     f: Box<dyn FnOnce() -> Result<(), String> + Send>,
     timeout: Duration,
 ) -> CleanupStatus {
-    let (tx, rx) = oneshot::channel();
+    let (tx, rx) = mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("shutdown-cleanup".into())
         .spawn(move || {
@@ -189,12 +194,17 @@ async fn run_blocking(
     if let Err(error) = spawned {
         return CleanupStatus::Failed(format!("could not start a cleanup thread: {error}"));
     }
-    match tokio::time::timeout(timeout, rx).await {
+    match tokio::task::spawn_blocking(move || rx.recv_timeout(timeout)).await {
         Ok(Ok(Ok(Ok(())))) => CleanupStatus::Completed,
         Ok(Ok(Ok(Err(error)))) => CleanupStatus::Failed(error),
         Ok(Ok(Err(panic))) => CleanupStatus::Panicked(panic_message(panic.as_ref())),
-        Ok(Err(_)) => CleanupStatus::Panicked("cleanup thread ended without a result".into()),
-        Err(_) => CleanupStatus::TimedOut,
+        Ok(Err(RecvTimeoutError::Timeout)) => CleanupStatus::TimedOut,
+        Ok(Err(RecvTimeoutError::Disconnected)) => {
+            CleanupStatus::Panicked("cleanup thread ended without a result".into())
+        }
+        Err(join) => {
+            CleanupStatus::Failed(format!("waiting for the cleanup thread failed: {join}"))
+        }
     }
 }
 

@@ -349,8 +349,8 @@ mod loom_tests {
         });
     }
 
-    /// The waiter protocol (begin drain, then wait unless already drained) never
-    /// misses the wake-up of the last guard: loom reports a deadlock if it could.
+    /// The waiter protocol (begin drain, then wait until drained) never misses the
+    /// wake-up of the last guard: loom reports a deadlock if it could.
     #[test]
     fn the_last_guard_wakes_the_drain_waiter() {
         loom::model(|| {
@@ -375,10 +375,14 @@ mod loom_tests {
                     }
                 })
             };
+            // As in `InFlight::drained`: re-check after every wake-up (loom models
+            // spurious ones); a lost wake-up would leave this loop blocked forever.
             if state.begin_drain() != 0 {
-                notify.wait();
+                while !state.is_drained() {
+                    notify.wait();
+                }
             }
-            assert!(state.is_drained());
+            assert_eq!(state.in_flight(), 0);
             guard_holder.join().expect("guard thread");
             second.join().expect("second thread");
         });

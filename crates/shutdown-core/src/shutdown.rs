@@ -199,7 +199,8 @@ impl Shutdown {
         Phase::from_u8(self.inner.phase.load(Ordering::Acquire))
     }
 
-    /// A receiver that sees every phase change.
+    /// A receiver of the current phase. Like every `watch` receiver it sees the latest
+    /// value: an observer that is slow to look may skip a phase that was brief.
     pub fn subscribe(&self) -> watch::Receiver<Phase> {
         self.inner.phase_tx.subscribe()
     }
