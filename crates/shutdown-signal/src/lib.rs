@@ -122,6 +122,23 @@ impl Signals {
 
 /// Registers the default handlers and starts listening: shorthand for
 /// `Signals::new().install(shutdown)`.
+///
+/// ```
+/// use shutdown_core::{Shutdown, Trigger};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), shutdown_signal::InstallError> {
+/// let shutdown = Shutdown::default();
+/// shutdown_signal::install(&shutdown)?;
+/// assert!(shutdown.is_ready());
+///
+/// // SIGTERM or SIGINT would do this; so may the application itself.
+/// shutdown.trigger(Trigger::Signal("SIGTERM"));
+/// let report = shutdown.run().await;
+/// assert_eq!(report.drain.trigger, Trigger::Signal("SIGTERM"));
+/// # Ok(())
+/// # }
+/// ```
 pub fn install(shutdown: &Shutdown) -> Result<SignalListener, InstallError> {
     Signals::new().install(shutdown)
 }
