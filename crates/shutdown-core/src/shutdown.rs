@@ -157,6 +157,18 @@ impl Shutdown {
     /// Like [`try_enter`](Self::try_enter), but the guard borrows this handle instead of
     /// holding a reference count: two atomic operations fewer per request, for code
     /// where the request cannot outlive the handle.
+    ///
+    /// A handle that lives as long as the process can be leaked once; its borrowed
+    /// guards are then `'static` too, with no reference count:
+    ///
+    /// ```
+    /// use shutdown_core::{ScopedRequestGuard, Shutdown};
+    ///
+    /// let shutdown: &'static Shutdown = Box::leak(Box::new(Shutdown::default()));
+    /// let guard: ScopedRequestGuard<'static> = shutdown.try_enter_scoped().expect("running");
+    /// std::thread::spawn(move || drop(guard)).join().unwrap();
+    /// assert_eq!(shutdown.in_flight(), 0);
+    /// ```
     #[inline]
     pub fn try_enter_scoped(&self) -> Option<ScopedRequestGuard<'_>> {
         self.inner
