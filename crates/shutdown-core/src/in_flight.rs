@@ -10,9 +10,11 @@
 
 use std::fmt;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
+
+use crate::observer::ShutdownObserver;
 
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -89,6 +91,7 @@ pub(crate) struct InFlight {
     state: State,
     rejected: AtomicU64,
     drained: Notify,
+    pub(crate) observer: OnceLock<Box<dyn ShutdownObserver>>,
 }
 
 impl InFlight {
@@ -97,21 +100,33 @@ impl InFlight {
             state: State::new(),
             rejected: AtomicU64::new(0),
             drained: Notify::new(),
+            observer: OnceLock::new(),
         }
     }
 
     #[inline]
     pub(crate) fn try_enter(&self) -> bool {
-        if self.state.try_enter() {
-            true
-        } else {
+        let entered = self.state.try_enter();
+        if !entered {
             self.rejected.fetch_add(1, Ordering::Relaxed);
-            false
         }
+        if let Some(observer) = self.observer.get() {
+            if entered {
+                observer.request_started();
+            } else {
+                observer.request_rejected();
+            }
+        }
+        entered
     }
 
     #[inline]
     pub(crate) fn exit(&self) {
+        // Observed before the count drops, so that an observer's figures never show a
+        // request as finished after the drain has reported zero.
+        if let Some(observer) = self.observer.get() {
+            observer.request_finished();
+        }
         if self.state.exit() {
             self.drained.notify_waiters();
         }

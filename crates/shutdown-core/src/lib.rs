@@ -6,6 +6,7 @@
 mod cleanup;
 mod config;
 mod in_flight;
+mod observer;
 mod phase;
 mod report;
 mod shutdown;
@@ -16,6 +17,7 @@ pub use config::{
     ExitCodes, ShutdownConfig,
 };
 pub use in_flight::{RequestGuard, ScopedRequestGuard};
+pub use observer::ShutdownObserver;
 pub use phase::{Phase, Trigger};
 pub use report::{DrainSummary, ShutdownReport};
 pub use shutdown::Shutdown;

@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 use crate::cleanup::{CleanupOutcome, CleanupTask, IntoCleanup, panic_message};
 use crate::config::ShutdownConfig;
 use crate::in_flight::{InFlight, RequestGuard, ScopedRequestGuard};
+use crate::observer::ShutdownObserver;
 use crate::phase::{Phase, Trigger};
 use crate::report::{DrainSummary, ShutdownReport, millis};
 
@@ -131,6 +132,27 @@ impl Shutdown {
                 report: OnceCell::new(),
             }),
         }
+    }
+
+    /// Sets the observer that receives every event of this handle (see
+    /// [`ShutdownObserver`]), for example `drain_metrics::DrainMetrics`. Set it before
+    /// serving: a request admitted earlier would be reported as finished but never as
+    /// started. Only one observer can be set; a second one is ignored, with a warning.
+    pub fn with_observer(self, observer: impl ShutdownObserver) -> Self {
+        if self
+            .inner
+            .in_flight
+            .observer
+            .set(Box::new(observer))
+            .is_err()
+        {
+            warn!("a shutdown observer is already set; the new one is ignored");
+        }
+        self
+    }
+
+    fn observer(&self) -> Option<&dyn ShutdownObserver> {
+        self.inner.in_flight.observer.get().map(|o| &**o)
     }
 
     /// The configuration this handle was built with.
@@ -455,14 +477,18 @@ impl Shutdown {
             0
         };
 
-        DrainSummary {
+        let summary = DrainSummary {
             trigger,
             pre_stop_delay,
             drain: drain_started.elapsed(),
             in_flight_at_drain,
             interrupted,
             rejected: self.rejected(),
+        };
+        if let Some(observer) = self.observer() {
+            observer.drain_finished(&summary);
         }
+        summary
     }
 
     /// Waits for the trigger and runs the whole sequence (the drain, if
@@ -515,6 +541,9 @@ impl Shutdown {
             info!(task = %task.name, timeout_ms = millis(task.timeout), "running cleanup task");
             let outcome = task.run().await;
             log_cleanup(&outcome);
+            if let Some(observer) = self.observer() {
+                observer.cleanup_finished(&outcome);
+            }
             cleanups.push(outcome);
         }
         let cleanup_duration = cleanup_started.elapsed();
@@ -536,6 +565,9 @@ impl Shutdown {
             total,
             exit_codes: self.inner.config.exit_codes(),
         };
+        if let Some(observer) = self.observer() {
+            observer.shutdown_finished(&report);
+        }
         report.log();
         report
     }
@@ -543,6 +575,9 @@ impl Shutdown {
     fn set_phase(&self, phase: Phase) {
         self.inner.phase.store(phase as u8, Ordering::Release);
         self.inner.phase_tx.send_replace(phase);
+        if let Some(observer) = self.observer() {
+            observer.phase_changed(phase);
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use shutdown_core::Shutdown;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use shutdown_core::{Shutdown, ShutdownObserver};
 
 struct Counting;
 
@@ -91,4 +93,28 @@ fn rejecting_during_the_drain_does_not_allocate() {
     });
     assert_eq!(rejected, 0);
     assert_eq!(shutdown.rejected(), 10_000);
+}
+
+/// An observer of the kind `drain-metrics` installs: one atomic per event.
+#[derive(Default)]
+struct Gauge(AtomicI64);
+
+impl ShutdownObserver for Gauge {
+    fn request_started(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    fn request_finished(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn an_observer_adds_no_allocation() {
+    let shutdown = Shutdown::default().with_observer(Gauge::default());
+    let n = allocations(|| {
+        for _ in 0..10_000 {
+            assert!(std::hint::black_box(shutdown.try_enter()).is_some());
+        }
+    });
+    assert_eq!(n, 0);
 }
