@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::pin::pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use tokio::sync::Notify;
 
@@ -185,19 +185,25 @@ impl fmt::Debug for InFlight {
 /// avoids the reference count.
 #[must_use = "the request counts as in flight only while the guard is alive"]
 pub struct RequestGuard {
-    tracker: Arc<crate::shutdown::Inner>,
+    shutdown: crate::Shutdown,
 }
 
 impl RequestGuard {
-    pub(crate) fn new(tracker: Arc<crate::shutdown::Inner>) -> Self {
-        Self { tracker }
+    pub(crate) fn new(shutdown: crate::Shutdown) -> Self {
+        Self { shutdown }
+    }
+
+    /// The handle this guard was taken from: for example to check, when the response
+    /// is ready, whether the shutdown has begun meanwhile.
+    pub fn shutdown(&self) -> &crate::Shutdown {
+        &self.shutdown
     }
 }
 
 impl Drop for RequestGuard {
     #[inline]
     fn drop(&mut self) {
-        self.tracker.in_flight.exit();
+        self.shutdown.in_flight_tracker().exit();
     }
 }
 
@@ -240,6 +246,7 @@ impl fmt::Debug for ScopedRequestGuard<'_> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn entering_after_begin_drain_is_refused_and_counted() {

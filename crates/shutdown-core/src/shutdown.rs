@@ -90,8 +90,8 @@ pub struct Shutdown {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) in_flight: InFlight,
+struct Inner {
+    in_flight: InFlight,
     config: ShutdownConfig,
     trigger: OnceLock<(Trigger, Instant)>,
     triggered: CancellationToken,
@@ -151,6 +151,10 @@ impl Shutdown {
         self
     }
 
+    pub(crate) fn in_flight_tracker(&self) -> &InFlight {
+        &self.inner.in_flight
+    }
+
     fn observer(&self) -> Option<&dyn ShutdownObserver> {
         self.inner.in_flight.observer.get().map(|o| &**o)
     }
@@ -173,7 +177,7 @@ impl Shutdown {
         self.inner
             .in_flight
             .try_enter()
-            .then(|| RequestGuard::new(Arc::clone(&self.inner)))
+            .then(|| RequestGuard::new(self.clone()))
     }
 
     /// Like [`try_enter`](Self::try_enter), but the guard borrows this handle instead of

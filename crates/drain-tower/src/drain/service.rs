@@ -1,0 +1,189 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use shutdown_core::{RequestGuard, Shutdown};
+use tower_service::Service;
+
+use super::body::{GuardedBody, REJECTED_BODY};
+use super::layer::{DrainLayer, Exempt};
+
+/// Middleware that tracks each request on a [`Shutdown`] handle and turns requests
+/// away once the drain has begun: see the [module docs](crate::drain).
+#[derive(Clone)]
+pub struct Drain<S> {
+    pub(crate) inner: S,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) exempt: Exempt,
+    pub(crate) retry_after: HeaderValue,
+}
+
+impl<S> Drain<S> {
+    /// Wraps `inner` with the defaults of [`DrainLayer::new`].
+    pub fn new(inner: S, shutdown: Shutdown) -> Self {
+        tower_layer::Layer::layer(&DrainLayer::new(shutdown), inner)
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Drain<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain")
+            .field("inner", &self.inner)
+            .field("exempt", &self.exempt)
+            .field("retry_after", &self.retry_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Drain<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+    ResBody::Data: From<&'static [u8]>,
+{
+    type Response = Response<GuardedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let http1 = is_http1(request.version());
+        if self.exempt.matches(request.uri().path()) {
+            return ResponseFuture {
+                kind: Kind::Passthrough {
+                    future: self.inner.call(request),
+                    guard: None,
+                    http1,
+                },
+            };
+        }
+        match self.shutdown.try_enter() {
+            Some(guard) => ResponseFuture {
+                kind: Kind::Passthrough {
+                    future: self.inner.call(request),
+                    guard: Some(guard),
+                    http1,
+                },
+            },
+            // The request, and its unread body, is dropped here: the server decides how
+            // to discard the rest of the body (hyper reads it, or closes the connection
+            // after the response because of `Connection: close`).
+            None => ResponseFuture {
+                kind: Kind::Rejected {
+                    retry_after: Some(self.retry_after.clone()),
+                    http1,
+                },
+            },
+        }
+    }
+}
+
+fn is_http1(version: Version) -> bool {
+    matches!(
+        version,
+        Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
+    )
+}
+
+pin_project! {
+    /// Response future of [`Drain`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Passthrough {
+            #[pin]
+            future: F,
+            guard: Option<RequestGuard>,
+            http1: bool,
+        },
+        Rejected {
+            retry_after: Option<HeaderValue>,
+            http1: bool,
+        },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+    B::Data: From<&'static [u8]>,
+{
+    type Output = Result<Response<GuardedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Passthrough {
+                future,
+                guard,
+                http1,
+            } => {
+                let response = ready!(future.poll(cx))?;
+                let guard = guard.take();
+                let closing = *http1
+                    && guard
+                        .as_ref()
+                        .is_some_and(|g| g.shutdown().is_shutting_down());
+                let mut response = response.map(|body| GuardedBody::new(body, guard));
+                if closing {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Poll::Ready(Ok(response))
+            }
+            KindProj::Rejected { retry_after, http1 } => {
+                let mut response = Response::new(GuardedBody::message(REJECTED_BODY));
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                let headers = response.headers_mut();
+                if let Some(retry_after) = retry_after.take() {
+                    headers.insert(RETRY_AFTER, retry_after);
+                }
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                if *http1 {
+                    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

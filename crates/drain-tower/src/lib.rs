@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod drain;
+pub mod health;
+
+pub use drain::{DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, GuardedBody, ResponseFuture};
+pub use health::{Liveness, Readiness};
