@@ -6,5 +6,7 @@
 pub mod drain;
 pub mod health;
 
-pub use drain::{DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, GuardedBody, ResponseFuture};
+pub use drain::{
+    DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, GuardedBody, ResponseFuture,
+};
 pub use health::{Liveness, Readiness};

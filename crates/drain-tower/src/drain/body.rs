@@ -2,12 +2,42 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use shutdown_core::RequestGuard;
 
 /// The body of a rejected request.
 pub(crate) const REJECTED_BODY: &[u8] = b"503 Service Unavailable: shutting down, retry later\n";
+
+/// A request body being read and thrown away, type-erased: see [`Discard`].
+pub(crate) type Discarding = Pin<Box<dyn Discard + Send>>;
+
+/// Reads a rejected request's body to its end (or to a byte limit) and drops what it
+/// reads, so that the server does not close the connection with unread input: the
+/// kernel would then send a reset, and a client still sending its body would get a
+/// write error instead of the `503`.
+pub(crate) trait Discard {
+    /// Ready once the body has ended, failed, or `budget` bytes have been read.
+    fn poll_discard(self: Pin<&mut Self>, cx: &mut Context<'_>, budget: &mut u64) -> Poll<()>;
+}
+
+impl<B: Body> Discard for B {
+    fn poll_discard(mut self: Pin<&mut Self>, cx: &mut Context<'_>, budget: &mut u64) -> Poll<()> {
+        loop {
+            match ready!(self.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let read = frame.data_ref().map_or(0, |data| data.remaining() as u64);
+                    *budget = budget.saturating_sub(read);
+                    if *budget == 0 {
+                        return Poll::Ready(());
+                    }
+                }
+                Some(Err(_)) | None => return Poll::Ready(()),
+            }
+        }
+    }
+}
 
 pin_project! {
     /// Response body of [`Drain`](super::Drain): the inner service's body with the
@@ -32,6 +62,8 @@ pin_project! {
         },
         Message {
             message: Option<&'static [u8]>,
+            discard: Option<Discarding>,
+            budget: u64,
         },
     }
 }
@@ -43,10 +75,18 @@ impl<B> GuardedBody<B> {
         }
     }
 
-    pub(crate) fn message(message: &'static [u8]) -> Self {
+    /// A message sent once `discard` (the rejected request's body) has been read to its
+    /// end or for `budget` bytes.
+    pub(crate) fn rejected(
+        message: &'static [u8],
+        discard: Option<Discarding>,
+        budget: u64,
+    ) -> Self {
         Self {
             kind: Kind::Message {
                 message: Some(message),
+                discard,
+                budget,
             },
         }
     }
@@ -81,7 +121,15 @@ where
                 }
                 Poll::Ready(frame)
             }
-            KindProj::Message { message } => {
+            KindProj::Message {
+                message,
+                discard,
+                budget,
+            } => {
+                if let Some(body) = discard {
+                    ready!(body.as_mut().poll_discard(cx, budget));
+                    *discard = None;
+                }
                 Poll::Ready(message.take().map(|m| Ok(Frame::data(B::Data::from(m)))))
             }
         }
@@ -90,14 +138,14 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body, .. } => body.is_end_stream(),
-            Kind::Message { message } => message.is_none(),
+            Kind::Message { message, .. } => message.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body, .. } => body.size_hint(),
-            Kind::Message { message } => {
+            Kind::Message { message, .. } => {
                 SizeHint::with_exact(message.map_or(0, |m| m.len() as u64))
             }
         }

@@ -11,12 +11,17 @@ use super::Drain;
 /// working while the service drains.
 pub const DEFAULT_EXEMPT_PATHS: [&str; 3] = ["/health/live", "/health/ready", "/metrics"];
 
+/// How much of a rejected request's body [`DrainLayer::new`] reads and discards before
+/// sending the `503` message: 1 MiB.
+pub const DEFAULT_DISCARD_LIMIT: u64 = 1024 * 1024;
+
 /// Applies [`Drain`] to a service: see the [module docs](crate::drain).
 #[derive(Clone)]
 pub struct DrainLayer {
     pub(crate) shutdown: Shutdown,
     pub(crate) exempt: Exempt,
     pub(crate) retry_after: HeaderValue,
+    pub(crate) discard_limit: u64,
 }
 
 /// Which requests pass through without being counted or rejected.
@@ -57,6 +62,7 @@ impl DrainLayer {
             shutdown,
             exempt: Exempt::Paths(DEFAULT_EXEMPT_PATHS.iter().map(|p| Box::from(*p)).collect()),
             retry_after,
+            discard_limit: DEFAULT_DISCARD_LIMIT,
         }
     }
 
@@ -101,6 +107,15 @@ impl DrainLayer {
         self.retry_after = HeaderValue::from(secs);
         self
     }
+
+    /// Sets how many bytes of a rejected HTTP/1.x request's body are read and thrown
+    /// away before the `503` body is sent (default [`DEFAULT_DISCARD_LIMIT`]). A larger
+    /// body is cut off when the connection closes after the `503`, and a client still
+    /// sending it may see a reset instead of the answer. `0` reads nothing.
+    pub fn with_discard_limit(mut self, bytes: u64) -> Self {
+        self.discard_limit = bytes;
+        self
+    }
 }
 
 impl<S> Layer<S> for DrainLayer {
@@ -112,6 +127,7 @@ impl<S> Layer<S> for DrainLayer {
             shutdown: self.shutdown.clone(),
             exempt: self.exempt.clone(),
             retry_after: self.retry_after.clone(),
+            discard_limit: self.discard_limit,
         }
     }
 }
@@ -121,6 +137,7 @@ impl fmt::Debug for DrainLayer {
         f.debug_struct("DrainLayer")
             .field("exempt", &self.exempt)
             .field("retry_after", &self.retry_after)
+            .field("discard_limit", &self.discard_limit)
             .finish_non_exhaustive()
     }
 }

@@ -12,7 +12,12 @@
 //!   inner service: `503 Service Unavailable`, `Retry-After` (from
 //!   [`ShutdownConfig::retry_after`](shutdown_core::ShutdownConfig::retry_after), default
 //!   10 s), `Connection: close` on HTTP/1.x (never on HTTP/2, where the header is
-//!   illegal), and a one-line text body.
+//!   illegal), and a one-line text body. On HTTP/1.x the rejected request's body is
+//!   read and thrown away (up to [`DEFAULT_DISCARD_LIMIT`], see
+//!   [`DrainLayer::with_discard_limit`]) before the message is sent: closing a
+//!   connection with unread input makes the kernel send a reset, and a client still
+//!   sending its body would get a write error instead of the `503`. The head goes out
+//!   at once; a body-less request allocates nothing for this.
 //! - **From the moment of the trigger** (including the pre-stop delay) responses on
 //!   HTTP/1.x carry `Connection: close`, so keep-alive clients reconnect elsewhere
 //!   instead of sending their next request to a server about to refuse it.
@@ -92,5 +97,5 @@ mod service;
 mod tests;
 
 pub use body::GuardedBody;
-pub use layer::{DEFAULT_EXEMPT_PATHS, DrainLayer};
+pub use layer::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, DrainLayer};
 pub use service::{Drain, ResponseFuture};

@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use shutdown_core::{RequestGuard, Shutdown};
 use tower_service::Service;
 
-use super::body::{GuardedBody, REJECTED_BODY};
+use super::body::{Discarding, GuardedBody, REJECTED_BODY};
 use super::layer::{DrainLayer, Exempt};
 
 /// Middleware that tracks each request on a [`Shutdown`] handle and turns requests
@@ -21,6 +21,7 @@ pub struct Drain<S> {
     pub(crate) shutdown: Shutdown,
     pub(crate) exempt: Exempt,
     pub(crate) retry_after: HeaderValue,
+    pub(crate) discard_limit: u64,
 }
 
 impl<S> Drain<S> {
@@ -58,6 +59,7 @@ impl<S: fmt::Debug> fmt::Debug for Drain<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Drain<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: Body + Send + 'static,
     ResBody: Body,
     ResBody::Data: From<&'static [u8]>,
 {
@@ -89,15 +91,22 @@ where
                     http1,
                 },
             },
-            // The request, and its unread body, is dropped here: the server decides how
-            // to discard the rest of the body (hyper reads it, or closes the connection
-            // after the response because of `Connection: close`).
-            None => ResponseFuture {
-                kind: Kind::Rejected {
-                    retry_after: Some(self.retry_after.clone()),
-                    http1,
-                },
-            },
+            None => {
+                // On HTTP/1.x an unread body would be cut off by closing the connection
+                // (a reset for a client still sending it): the 503's body reads it first.
+                // HTTP/2 resets just the stream, which is harmless.
+                let body = request.into_body();
+                let discard = (http1 && !body.is_end_stream() && self.discard_limit > 0)
+                    .then(|| Box::pin(body) as Discarding);
+                ResponseFuture {
+                    kind: Kind::Rejected {
+                        retry_after: Some(self.retry_after.clone()),
+                        http1,
+                        discard,
+                        discard_limit: self.discard_limit,
+                    },
+                }
+            }
         }
     }
 }
@@ -129,6 +138,8 @@ pin_project! {
         Rejected {
             retry_after: Option<HeaderValue>,
             http1: bool,
+            discard: Option<Discarding>,
+            discard_limit: u64,
         },
     }
 }
@@ -162,8 +173,14 @@ where
                 }
                 Poll::Ready(Ok(response))
             }
-            KindProj::Rejected { retry_after, http1 } => {
-                let mut response = Response::new(GuardedBody::message(REJECTED_BODY));
+            KindProj::Rejected {
+                retry_after,
+                http1,
+                discard,
+                discard_limit,
+            } => {
+                let body = GuardedBody::rejected(REJECTED_BODY, discard.take(), *discard_limit);
+                let mut response = Response::new(body);
                 *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 let headers = response.headers_mut();
                 if let Some(retry_after) = retry_after.take() {

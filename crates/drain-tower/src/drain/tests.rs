@@ -400,7 +400,7 @@ async fn exempt_paths_can_be_replaced_by_a_list_or_a_predicate() {
 
 #[tokio::test]
 async fn the_message_body_yields_one_frame_then_ends() {
-    let mut body: GuardedBody<Full<Bytes>> = GuardedBody::message(b"bye");
+    let mut body: GuardedBody<Full<Bytes>> = GuardedBody::rejected(b"bye", None, 0);
     assert!(!body.is_end_stream());
     let frame: Frame<Bytes> = body.frame().await.expect("frame").expect("data");
     assert_eq!(frame.into_data().ok(), Some(Bytes::from_static(b"bye")));
