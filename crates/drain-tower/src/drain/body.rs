@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 use shutdown_core::RequestGuard;
 
 /// The body of a rejected request.
-pub(crate) const REJECTED_BODY: &[u8] = b"503 Service Unavailable: shutting down, retry later\n";
+pub(crate) const REJECTED_BODY: &[u8] = shutdown_core::REJECTION_MESSAGE.as_bytes();
 
 /// A request body being read and thrown away, type-erased: see [`Discard`].
 pub(crate) type Discarding = Pin<Box<dyn Discard + Send>>;

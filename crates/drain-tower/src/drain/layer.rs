@@ -1,15 +1,12 @@
 use std::fmt;
-use std::sync::Arc;
 
 use http::HeaderValue;
-use shutdown_core::Shutdown;
+use shutdown_core::{RequestGate, Shutdown};
 use tower_layer::Layer;
 
 use super::Drain;
 
-/// The paths that [`DrainLayer::new`] exempts: probes and the last metrics scrapes keep
-/// working while the service drains.
-pub const DEFAULT_EXEMPT_PATHS: [&str; 3] = ["/health/live", "/health/ready", "/metrics"];
+pub use shutdown_core::DEFAULT_EXEMPT_PATHS;
 
 /// How much of a rejected request's body [`DrainLayer::new`] reads and discards before
 /// sending the `503` message: 1 MiB.
@@ -18,50 +15,23 @@ pub const DEFAULT_DISCARD_LIMIT: u64 = 1024 * 1024;
 /// Applies [`Drain`] to a service: see the [module docs](crate::drain).
 #[derive(Clone)]
 pub struct DrainLayer {
-    pub(crate) shutdown: Shutdown,
-    pub(crate) exempt: Exempt,
+    pub(crate) gate: RequestGate,
     pub(crate) retry_after: HeaderValue,
     pub(crate) discard_limit: u64,
-}
-
-/// Which requests pass through without being counted or rejected.
-#[derive(Clone)]
-pub(crate) enum Exempt {
-    Nothing,
-    Paths(Arc<[Box<str>]>),
-    Predicate(Arc<dyn Fn(&str) -> bool + Send + Sync>),
-}
-
-impl Exempt {
-    #[inline]
-    pub(crate) fn matches(&self, path: &str) -> bool {
-        match self {
-            Exempt::Nothing => false,
-            Exempt::Paths(paths) => paths.iter().any(|p| **p == *path),
-            Exempt::Predicate(predicate) => predicate(path),
-        }
-    }
-}
-
-impl fmt::Debug for Exempt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Exempt::Nothing => f.write_str("Nothing"),
-            Exempt::Paths(paths) => f.debug_tuple("Paths").field(paths).finish(),
-            Exempt::Predicate(_) => f.write_str("Predicate(..)"),
-        }
-    }
 }
 
 impl DrainLayer {
     /// Tracks requests on `shutdown`, exempting [`DEFAULT_EXEMPT_PATHS`], and answers
     /// rejected requests with the `Retry-After` of its configuration.
     pub fn new(shutdown: Shutdown) -> Self {
-        let retry_after = HeaderValue::from(shutdown.config().retry_after_secs());
+        Self::from_gate(RequestGate::new(shutdown))
+    }
+
+    /// Uses a [`RequestGate`] configured elsewhere (shared with other adapters).
+    pub fn from_gate(gate: RequestGate) -> Self {
         Self {
-            shutdown,
-            exempt: Exempt::Paths(DEFAULT_EXEMPT_PATHS.iter().map(|p| Box::from(*p)).collect()),
-            retry_after,
+            retry_after: HeaderValue::from(gate.retry_after_secs()),
+            gate,
             discard_limit: DEFAULT_DISCARD_LIMIT,
         }
     }
@@ -73,15 +43,7 @@ impl DrainLayer {
         I: IntoIterator<Item = P>,
         P: Into<String>,
     {
-        let paths: Arc<[Box<str>]> = paths
-            .into_iter()
-            .map(|p| p.into().into_boxed_str())
-            .collect();
-        self.exempt = if paths.is_empty() {
-            Exempt::Nothing
-        } else {
-            Exempt::Paths(paths)
-        };
+        self.gate = self.gate.with_exempt_paths(paths);
         self
     }
 
@@ -97,13 +59,14 @@ impl DrainLayer {
     where
         F: Fn(&str) -> bool + Send + Sync + 'static,
     {
-        self.exempt = Exempt::Predicate(Arc::new(predicate));
+        self.gate = self.gate.with_exempt(predicate);
         self
     }
 
     /// Sets the `Retry-After` of rejected requests, in seconds, instead of the
     /// configuration's.
     pub fn with_retry_after_secs(mut self, secs: u64) -> Self {
+        self.gate = self.gate.with_retry_after_secs(secs);
         self.retry_after = HeaderValue::from(secs);
         self
     }
@@ -124,8 +87,7 @@ impl<S> Layer<S> for DrainLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Drain {
             inner,
-            shutdown: self.shutdown.clone(),
-            exempt: self.exempt.clone(),
+            gate: self.gate.clone(),
             retry_after: self.retry_after.clone(),
             discard_limit: self.discard_limit,
         }
@@ -135,9 +97,8 @@ impl<S> Layer<S> for DrainLayer {
 impl fmt::Debug for DrainLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DrainLayer")
-            .field("exempt", &self.exempt)
-            .field("retry_after", &self.retry_after)
+            .field("gate", &self.gate)
             .field("discard_limit", &self.discard_limit)
-            .finish_non_exhaustive()
+            .finish()
     }
 }

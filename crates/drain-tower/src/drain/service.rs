@@ -7,19 +7,18 @@ use http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use shutdown_core::{RequestGuard, Shutdown};
+use shutdown_core::{Admission, RequestGate, RequestGuard, Shutdown};
 use tower_service::Service;
 
 use super::body::{Discarding, GuardedBody, REJECTED_BODY};
-use super::layer::{DrainLayer, Exempt};
+use super::layer::DrainLayer;
 
 /// Middleware that tracks each request on a [`Shutdown`] handle and turns requests
 /// away once the drain has begun: see the [module docs](crate::drain).
 #[derive(Clone)]
 pub struct Drain<S> {
     pub(crate) inner: S,
-    pub(crate) shutdown: Shutdown,
-    pub(crate) exempt: Exempt,
+    pub(crate) gate: RequestGate,
     pub(crate) retry_after: HeaderValue,
     pub(crate) discard_limit: u64,
 }
@@ -50,9 +49,9 @@ impl<S: fmt::Debug> fmt::Debug for Drain<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Drain")
             .field("inner", &self.inner)
-            .field("exempt", &self.exempt)
-            .field("retry_after", &self.retry_after)
-            .finish_non_exhaustive()
+            .field("gate", &self.gate)
+            .field("discard_limit", &self.discard_limit)
+            .finish()
     }
 }
 
@@ -74,24 +73,22 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let http1 = is_http1(request.version());
-        if self.exempt.matches(request.uri().path()) {
-            return ResponseFuture {
+        match self.gate.admit(request.uri().path()) {
+            Admission::Exempt => ResponseFuture {
                 kind: Kind::Passthrough {
                     future: self.inner.call(request),
                     guard: None,
                     http1,
                 },
-            };
-        }
-        match self.shutdown.try_enter() {
-            Some(guard) => ResponseFuture {
+            },
+            Admission::Admitted(guard) => ResponseFuture {
                 kind: Kind::Passthrough {
                     future: self.inner.call(request),
                     guard: Some(guard),
                     http1,
                 },
             },
-            None => {
+            Admission::Rejected => {
                 // On HTTP/1.x an unread body would be cut off by closing the connection
                 // (a reset for a client still sending it): the 503's body reads it first.
                 // HTTP/2 resets just the stream, which is harmless.
