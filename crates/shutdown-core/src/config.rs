@@ -78,6 +78,7 @@ pub struct ShutdownConfig {
     cleanup_timeout: Duration,
     task_timeout: Duration,
     retry_after: Duration,
+    server_stop_timeout: Duration,
     exit_codes: ExitCodes,
 }
 
@@ -89,7 +90,7 @@ impl Default for ShutdownConfig {
 
 impl ShutdownConfig {
     /// The defaults: drain 30 s, pre-stop delay 0, cleanup tasks 10 s each, background
-    /// tasks 10 s, `Retry-After: 10`, [`ExitCodes::DEFAULT`].
+    /// tasks 10 s, `Retry-After: 10`, server stop 1 s, [`ExitCodes::DEFAULT`].
     pub const fn new() -> Self {
         Self {
             drain_timeout: Duration::from_secs(30),
@@ -97,6 +98,7 @@ impl ShutdownConfig {
             cleanup_timeout: Duration::from_secs(10),
             task_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(10),
+            server_stop_timeout: Duration::from_secs(1),
             exit_codes: ExitCodes::DEFAULT,
         }
     }
@@ -202,6 +204,14 @@ impl ShutdownConfig {
         self
     }
 
+    /// Sets how long an adapter's `serve` gives the HTTP server, once the drain has
+    /// ended, to close its connections (idle keep-alive ones, and those of requests the
+    /// deadline interrupted) before it abandons them and moves on to cleanup.
+    pub fn with_server_stop_timeout(mut self, timeout: Duration) -> Self {
+        self.server_stop_timeout = timeout;
+        self
+    }
+
     /// Sets the exit codes the report maps its outcome to.
     pub fn with_exit_codes(mut self, exit_codes: ExitCodes) -> Self {
         self.exit_codes = exit_codes;
@@ -242,6 +252,11 @@ impl ShutdownConfig {
         } else {
             secs
         }
+    }
+
+    /// How long the server may take to close its connections after the drain.
+    pub fn server_stop_timeout(&self) -> Duration {
+        self.server_stop_timeout
     }
 
     /// The exit codes.

@@ -69,7 +69,10 @@ pin_project! {
 }
 
 impl<B> GuardedBody<B> {
-    pub(crate) fn new(body: B, guard: Option<RequestGuard>) -> Self {
+    /// Wraps `body`, holding `guard` until the body ends, fails or is dropped. For
+    /// adapters that reuse this body outside [`Drain`](super::Drain) (poem converts its
+    /// bodies to and from http-body ones).
+    pub fn new(body: B, guard: Option<RequestGuard>) -> Self {
         Self {
             kind: Kind::Inner { body, guard },
         }
