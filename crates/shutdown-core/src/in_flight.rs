@@ -106,18 +106,23 @@ impl InFlight {
 
     #[inline]
     pub(crate) fn try_enter(&self) -> bool {
-        let entered = self.state.try_enter();
-        if !entered {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
+        if !self.state.try_enter() {
+            self.reject();
+            return false;
         }
         if let Some(observer) = self.observer.get() {
-            if entered {
-                observer.request_started();
-            } else {
-                observer.request_rejected();
-            }
+            observer.request_started();
         }
-        entered
+        true
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reject(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = self.observer.get() {
+            observer.request_rejected();
+        }
     }
 
     #[inline]
@@ -128,8 +133,14 @@ impl InFlight {
             observer.request_finished();
         }
         if self.state.exit() {
-            self.drained.notify_waiters();
+            self.wake_drain();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_drain(&self) {
+        self.drained.notify_waiters();
     }
 
     pub(crate) fn begin_drain(&self) -> usize {

@@ -72,6 +72,7 @@ impl<B> GuardedBody<B> {
     /// Wraps `body`, holding `guard` until the body ends, fails or is dropped. For
     /// adapters that reuse this body outside [`Drain`](super::Drain) (poem converts its
     /// bodies to and from http-body ones).
+    #[inline]
     pub fn new(body: B, guard: Option<RequestGuard>) -> Self {
         Self {
             kind: Kind::Inner { body, guard },
@@ -108,6 +109,7 @@ where
     type Data = B::Data;
     type Error = B::Error;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

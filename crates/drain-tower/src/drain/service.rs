@@ -71,41 +71,85 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let http1 = is_http1(request.version());
-        match self.gate.admit(request.uri().path()) {
-            Admission::Exempt => ResponseFuture {
-                kind: Kind::Passthrough {
-                    future: self.inner.call(request),
-                    guard: None,
-                    http1,
-                },
+        let kind = match self.gate.admit(request.uri().path()) {
+            Admission::Exempt => Kind::Passthrough {
+                future: self.inner.call(request),
+                guard: None,
+                http1,
             },
-            Admission::Admitted(guard) => ResponseFuture {
-                kind: Kind::Passthrough {
-                    future: self.inner.call(request),
-                    guard: Some(guard),
-                    http1,
-                },
+            Admission::Admitted(guard) => Kind::Passthrough {
+                future: self.inner.call(request),
+                guard: Some(guard),
+                http1,
             },
-            Admission::Rejected => {
-                // On HTTP/1.x an unread body would be cut off by closing the connection
-                // (a reset for a client still sending it): the 503's body reads it first.
-                // HTTP/2 resets just the stream, which is harmless.
-                let body = request.into_body();
-                let discard = (http1 && !body.is_end_stream() && self.discard_limit > 0)
-                    .then(|| Box::pin(body) as Discarding);
-                ResponseFuture {
-                    kind: Kind::Rejected {
-                        retry_after: Some(self.retry_after.clone()),
-                        http1,
-                        discard,
-                        discard_limit: self.discard_limit,
-                    },
-                }
-            }
-        }
+            Admission::Rejected => Kind::Rejected {
+                rejection: Some(self.rejection(request, http1)),
+            },
+        };
+        ResponseFuture { kind }
     }
+}
+
+impl<S> Drain<S> {
+    /// Everything a `503` needs, boxed so that the response future of the admitted path
+    /// stays small.
+    #[cold]
+    #[inline(never)]
+    fn rejection<ReqBody>(&self, request: Request<ReqBody>, http1: bool) -> Box<Rejection>
+    where
+        ReqBody: Body + Send + 'static,
+    {
+        // On HTTP/1.x an unread body would be cut off by closing the connection (a
+        // reset for a client still sending it): the 503's body reads it first. HTTP/2
+        // resets just the stream, which is harmless.
+        let body = request.into_body();
+        let discard = (http1 && !body.is_end_stream() && self.discard_limit > 0)
+            .then(|| Box::pin(body) as Discarding);
+        Box::new(Rejection {
+            retry_after: self.retry_after.clone(),
+            http1,
+            discard,
+            discard_limit: self.discard_limit,
+        })
+    }
+}
+
+pub(crate) struct Rejection {
+    retry_after: HeaderValue,
+    http1: bool,
+    discard: Option<Discarding>,
+    discard_limit: u64,
+}
+
+impl Rejection {
+    #[cold]
+    #[inline(never)]
+    fn into_response<B>(self) -> Response<GuardedBody<B>> {
+        let body = GuardedBody::rejected(REJECTED_BODY, self.discard, self.discard_limit);
+        let mut response = Response::new(body);
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let headers = response.headers_mut();
+        headers.insert(RETRY_AFTER, self.retry_after);
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self.http1 {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn close_connection<B>(response: &mut Response<B>) {
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
 }
 
 fn is_http1(version: Version) -> bool {
@@ -133,10 +177,7 @@ pin_project! {
             http1: bool,
         },
         Rejected {
-            retry_after: Option<HeaderValue>,
-            http1: bool,
-            discard: Option<Discarding>,
-            discard_limit: u64,
+            rejection: Option<Box<Rejection>>,
         },
     }
 }
@@ -149,6 +190,7 @@ where
 {
     type Output = Result<Response<GuardedBody<B>>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Passthrough {
@@ -164,34 +206,14 @@ where
                         .is_some_and(|g| g.shutdown().is_shutting_down());
                 let mut response = response.map(|body| GuardedBody::new(body, guard));
                 if closing {
-                    response
-                        .headers_mut()
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                    close_connection(&mut response);
                 }
                 Poll::Ready(Ok(response))
             }
-            KindProj::Rejected {
-                retry_after,
-                http1,
-                discard,
-                discard_limit,
-            } => {
-                let body = GuardedBody::rejected(REJECTED_BODY, discard.take(), *discard_limit);
-                let mut response = Response::new(body);
-                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                let headers = response.headers_mut();
-                if let Some(retry_after) = retry_after.take() {
-                    headers.insert(RETRY_AFTER, retry_after);
-                }
-                headers.insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                if *http1 {
-                    headers.insert(CONNECTION, HeaderValue::from_static("close"));
-                }
-                Poll::Ready(Ok(response))
-            }
+            KindProj::Rejected { rejection } => match rejection.take() {
+                Some(rejection) => Poll::Ready(Ok(rejection.into_response())),
+                None => panic!("`ResponseFuture` polled after completion"),
+            },
         }
     }
 }
