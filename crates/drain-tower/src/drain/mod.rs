@@ -26,7 +26,10 @@
 //!   last scrapes keep working.
 //!
 //! The admitted path takes no lock and allocates nothing: one compare-exchange to
-//! enter, one atomic subtraction when the body ends, plus the handle's reference count.
+//! enter, one atomic subtraction when the body ends, plus the handle's reference count
+//! (`tests/no_alloc.rs` counts). Once the shutdown has been triggered, inserting
+//! `Connection: close` may allocate the response's header map, and a rejection builds
+//! its `503`: both only while shutting down.
 //!
 //! # Body type
 //!
