@@ -1,5 +1,6 @@
 use std::fmt;
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use bytes::Buf;
@@ -10,8 +11,10 @@ use shutdown_core::RequestGuard;
 /// The body of a rejected request.
 pub(crate) const REJECTED_BODY: &[u8] = shutdown_core::REJECTION_MESSAGE.as_bytes();
 
-/// A request body being read and thrown away, type-erased: see [`Discard`].
-pub(crate) type Discarding = Pin<Box<dyn Discard + Send>>;
+/// A request body being read and thrown away, type-erased: see [`Discard`]. Behind a
+/// `Mutex` only to make [`GuardedBody`] `Sync` (poem's bodies must be) without asking
+/// request bodies to be: it is reached through `get_mut`, which takes no lock.
+pub(crate) type Discarding = Mutex<Pin<Box<dyn Discard + Send>>>;
 
 /// Reads a rejected request's body to its end (or to a byte limit) and drops what it
 /// reads, so that the server does not close the connection with unread input: the
@@ -79,6 +82,22 @@ impl<B> GuardedBody<B> {
         }
     }
 
+    /// The body of a `503` for a rejected request: reads `request_body` to its end (or
+    /// for `discard_limit` bytes) and throws it away, then yields
+    /// [`REJECTION_MESSAGE`](shutdown_core::REJECTION_MESSAGE). Reading first keeps the
+    /// server from closing the connection with unread input (the kernel would send a
+    /// reset, and a client still sending would get an error instead of the `503`).
+    /// For adapters that build their own rejections; [`Drain`](super::Drain) uses the
+    /// same body.
+    pub fn rejection<R>(request_body: R, discard_limit: u64) -> Self
+    where
+        R: Body + Send + 'static,
+    {
+        let discard = (!request_body.is_end_stream() && discard_limit > 0)
+            .then(|| Discarding::new(Box::pin(request_body)));
+        Self::rejected(REJECTED_BODY, discard, discard_limit)
+    }
+
     /// A message sent once `discard` (the rejected request's body) has been read to its
     /// end or for `budget` bytes.
     pub(crate) fn rejected(
@@ -132,6 +151,7 @@ where
                 budget,
             } => {
                 if let Some(body) = discard {
+                    let body = body.get_mut().unwrap_or_else(PoisonError::into_inner);
                     ready!(body.as_mut().poll_discard(cx, budget));
                     *discard = None;
                 }

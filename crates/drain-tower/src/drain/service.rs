@@ -107,7 +107,7 @@ impl<S> Drain<S> {
         // resets just the stream, which is harmless.
         let body = request.into_body();
         let discard = (http1 && !body.is_end_stream() && self.discard_limit > 0)
-            .then(|| Box::pin(body) as Discarding);
+            .then(|| Discarding::new(Box::pin(body)));
         Box::new(Rejection {
             retry_after: self.retry_after.clone(),
             http1,

@@ -407,3 +407,32 @@ async fn the_message_body_yields_one_frame_then_ends() {
     assert!(body.is_end_stream());
     assert!(body.frame().await.is_none());
 }
+
+#[test]
+fn guarded_body_is_send_and_sync_whatever_request_body_it_discards() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<GuardedBody<Full<Bytes>>>();
+}
+
+#[tokio::test]
+async fn a_rejection_body_reads_the_request_body_before_its_message() {
+    let (mut tx, request_body) = Channel::<Bytes, BoxError>::new(4);
+    let mut body = GuardedBody::<Full<Bytes>>::rejection(request_body, 1024);
+    tx.send_data(Bytes::from_static(b"unread upload"))
+        .await
+        .expect("send");
+    let pending = tokio::time::timeout(Duration::from_millis(20), body.frame()).await;
+    assert!(
+        pending.is_err(),
+        "the message waits for the request body to end"
+    );
+    drop(tx);
+    let frame = body.frame().await.expect("message").expect("data");
+    assert_eq!(
+        frame.into_data().ok(),
+        Some(Bytes::from_static(
+            shutdown_core::REJECTION_MESSAGE.as_bytes()
+        ))
+    );
+    assert!(body.frame().await.is_none());
+}

@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod drain;
+pub mod health;
+#[cfg(feature = "prometheus")]
+mod metrics;
+mod serve;
+
+pub use drain::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Drain, DrainEndpoint};
+pub use health::{Liveness, Readiness, health_routes};
+#[cfg(feature = "prometheus")]
+pub use metrics::Metrics;
+pub use serve::{STOP_GRACE, ServeError, serve, serve_server};
