@@ -11,7 +11,7 @@ use std::pin::pin;
 use axum::Router;
 use shutdown_core::{Shutdown, ShutdownReport};
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use drain_tower::{DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, GuardedBody, Liveness, Readiness};
 
@@ -79,13 +79,21 @@ where
 ///   after the server has stopped; the report is returned.
 ///
 /// Install the signal handlers (`shutdown-signal`) before calling it.
+///
+/// # Errors
+///
+/// [`ServeError`] when the listener's address cannot be read or the server fails; the
+/// shutdown is then triggered and run, so that cleanup still happens.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: &Shutdown,
 ) -> Result<ShutdownReport, ServeError> {
-    let addr = listener.local_addr().map_err(ServeError)?;
-    info!(%addr, "listening on {addr}");
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(error) => return Err(fail(shutdown, error).await),
+    };
+    info!(%addr, "serving; the listener stays open until the drain has ended");
     let drained = {
         let shutdown = shutdown.clone();
         async move {
@@ -95,23 +103,39 @@ pub async fn serve(
     let server = axum::serve(listener, router).with_graceful_shutdown(drained);
     let mut server = pin!(server.into_future());
     tokio::select! {
-        result = &mut server => result.map_err(ServeError)?,
+        result = &mut server => {
+            // axum returns only after its graceful-shutdown future, which waits for the
+            // drain: ending first means it failed.
+            if let Err(error) = result {
+                return Err(fail(shutdown, error).await);
+            }
+        }
         _ = shutdown.drain() => {
             let stop = shutdown.config().server_stop_timeout();
             match tokio::time::timeout(stop, &mut server).await {
-                Ok(result) => result.map_err(ServeError)?,
+                Ok(Ok(())) => info!("server stopped"),
+                Ok(Err(error)) => return Err(fail(shutdown, error).await),
                 Err(_) => warn!(
                     timeout_ms = u64::try_from(stop.as_millis()).unwrap_or(u64::MAX),
-                    "server did not close its connections in time; abandoning them"
+                    "the server did not close its connections in time; abandoning them"
                 ),
             }
         }
     }
-    info!("server stopped");
     Ok(shutdown.run().await)
 }
 
-/// The server failed before the shutdown could run.
+/// Triggers and runs the shutdown after a failure, so that the cleanup tasks still close
+/// what they own.
+async fn fail(shutdown: &Shutdown, error: io::Error) -> ServeError {
+    error!(error = %error, "serving failed; shutting down");
+    shutdown.request_shutdown(format!("the HTTP server failed: {error}"));
+    shutdown.run().await;
+    ServeError(error)
+}
+
+/// The server could not serve, or failed. The shutdown has run all the same (its
+/// cleanup tasks included).
 #[derive(Debug)]
 pub struct ServeError(io::Error);
 
