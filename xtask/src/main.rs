@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         Some("loom") => vec![loom_step()],
         _ => {
             eprintln!("usage: cargo xtask <ci|loom>");
-            eprintln!("  ci    fmt, clippy, tests, doc tests, loom, docs: what CI runs");
+            eprintln!("  ci    fmt, clippy, binaries, tests, doc tests, loom, docs: what CI runs");
             eprintln!("  loom  the loom model checks of shutdown-core");
             return ExitCode::from(2);
         }
@@ -85,6 +85,12 @@ fn ci_steps() -> Vec<Step> {
                 "-D",
                 "warnings",
             ],
+        ),
+        // The end-to-end tests start the example binaries of other packages, which a
+        // test run does not build.
+        Step::cargo(
+            "build binaries",
+            &["build", "--workspace", "--all-features", "--bins"],
         ),
         tests,
         Step::cargo(
