@@ -3,6 +3,10 @@
 //! - `ci`: every check CI runs, in order; the first failing step stops the run with its
 //!   exit code.
 //! - `loom`: only the `loom` model checks of `shutdown-core`.
+//! - `rolling-restart`: two demo instances behind haproxy on loopback, restarted in
+//!   turn under load; 0 failed requests is the target (see `docs/deploy/README.md`).
+
+mod rolling_restart;
 
 use std::env;
 use std::process::{Command, ExitCode};
@@ -36,10 +40,13 @@ fn main() -> ExitCode {
     let steps = match args.first().map(String::as_str) {
         Some("ci") => ci_steps(),
         Some("loom") => vec![loom_step()],
+        Some("rolling-restart") => return rolling_restart::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|loom>");
+            eprintln!("usage: cargo xtask <ci|loom|rolling-restart>");
             eprintln!("  ci    fmt, clippy, binaries, tests, doc tests, loom, docs: what CI runs");
             eprintln!("  loom  the loom model checks of shutdown-core");
+            eprintln!("  rolling-restart [--bin telemetry-axum] [--path /slow?ms=5]");
+            eprintln!("        two instances behind haproxy, restarted in turn under load");
             return ExitCode::from(2);
         }
     };
@@ -72,7 +79,7 @@ fn ci_steps() -> Vec<Step> {
             ],
         )
     };
-    vec![
+    let mut steps = vec![
         Step::cargo("fmt", &["fmt", "--all", "--", "--check"]),
         Step::cargo(
             "clippy",
@@ -103,7 +110,30 @@ fn ci_steps() -> Vec<Step> {
             &["doc", "--workspace", "--all-features", "--no-deps"],
         )
         .env("RUSTDOCFLAGS", "-D warnings"),
-    ]
+    ];
+    if has_program("haproxy") {
+        steps.push(Step::cargo(
+            "rolling restart behind haproxy",
+            &[
+                "xtask",
+                "rolling-restart",
+                "--bin",
+                "hello-axum",
+                "--path",
+                "/",
+            ],
+        ));
+    } else {
+        println!("(haproxy is not installed: the rolling-restart check is skipped)");
+    }
+    steps
+}
+
+fn has_program(program: &str) -> bool {
+    Command::new(program)
+        .arg("-v")
+        .output()
+        .is_ok_and(|out| out.status.success())
 }
 
 fn loom_step() -> Step {

@@ -1,0 +1,325 @@
+//! `cargo xtask rolling-restart`: two instances of a demo service behind haproxy on
+//! loopback, each restarted in turn (SIGTERM, wait for its exit, start a new one on the
+//! same port) under steady bounded load through haproxy. Prints requests sent,
+//! succeeded and failed; exits non-zero when any failed or an instance did not exit 0.
+//!
+//! Options: `--bin <package>` (default `telemetry-axum`), `--path <path>` (default
+//! `/slow?ms=5`, a request that goes through the drain middleware).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 4;
+/// Bound on the whole run's load, whatever happens.
+const MAX_LOAD: Duration = Duration::from_secs(90);
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Options {
+    bin: String,
+    path: String,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut options = Options {
+        bin: "telemetry-axum".into(),
+        path: "/slow?ms=5".into(),
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+        match arg.as_str() {
+            "--bin" => options.bin = value.clone(),
+            "--path" => options.path = value.clone(),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(options)
+}
+
+pub fn run(args: &[String]) -> ExitCode {
+    let options = match parse(args) {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("rolling-restart: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match rolling_restart(&options) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("rolling-restart: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn rolling_restart(options: &Options) -> Result<bool, String> {
+    if !Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Err("haproxy is not installed (Debian: apt-get install haproxy)".into());
+    }
+    println!("==> building {}", options.bin);
+    let status = Command::new("cargo")
+        .args(["build", "--quiet", "--package", &options.bin])
+        .status()
+        .map_err(|e| format!("cargo build: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build --package {} failed", options.bin));
+    }
+    let binary = target_dir().join("debug").join(&options.bin);
+    let work = std::env::temp_dir().join(format!("rolling-restart-{}", std::process::id()));
+    fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+
+    let [frontend, port_a, port_b] = free_ports()?;
+    let template = fs::read_to_string("docs/deploy/haproxy.cfg")
+        .map_err(|e| format!("docs/deploy/haproxy.cfg: {e}"))?;
+    let config = template
+        .replace("@FRONTEND@", &frontend.to_string())
+        .replace("@SERVER_A@", &port_a.to_string())
+        .replace("@SERVER_B@", &port_b.to_string());
+    let config_path = work.join("haproxy.cfg");
+    fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
+
+    let mut instances = [
+        Instance::start(&binary, port_a.port(), &work, "a", 0)?,
+        Instance::start(&binary, port_b.port(), &work, "b", 0)?,
+    ];
+    let mut haproxy = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("haproxy: {e}"))?;
+    let result = (|| {
+        for instance in &instances {
+            instance.wait_ready()?;
+        }
+        wait_until(Duration::from_secs(10), "haproxy routes requests", || {
+            get(frontend, &options.path).is_ok_and(|status| status < 500)
+        })?;
+
+        println!(
+            "==> load through haproxy on {frontend}: {CLIENTS} clients, GET {}",
+            options.path
+        );
+        let load = Load::start(frontend, &options.path);
+        thread::sleep(Duration::from_secs(1));
+        let mut clean_exits = true;
+        for (index, instance) in instances.iter_mut().enumerate() {
+            println!(
+                "==> restarting instance {} (port {})",
+                instance.name,
+                instance.addr.port()
+            );
+            let code = instance.stop()?;
+            println!("    exited with code {code}");
+            clean_exits &= code == 0;
+            *instance = Instance::start(
+                &binary,
+                instance.addr.port(),
+                &work,
+                instance.name,
+                index + 1,
+            )?;
+            instance.wait_ready()?;
+            // haproxy marks it up after `rise 2` checks 500 ms apart.
+            thread::sleep(Duration::from_millis(1500));
+        }
+        thread::sleep(Duration::from_secs(1));
+        let (sent, succeeded, failed) = load.stop();
+        println!("rolling restart: sent {sent}, succeeded {succeeded}, failed {failed}");
+        Ok(failed == 0 && clean_exits && sent > 0)
+    })();
+    for instance in &mut instances {
+        let _ = instance.stop();
+    }
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from)
+}
+
+/// Three ports free on 127.0.0.1 (bound, then released).
+fn free_ports() -> Result<[SocketAddr; 3], String> {
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}")))
+        .collect::<Result<_, _>>()?;
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|l| l.local_addr().map_err(|e| format!("local address: {e}")))
+        .collect::<Result<_, _>>()?;
+    Ok([addrs[0], addrs[1], addrs[2]])
+}
+
+struct Instance {
+    name: &'static str,
+    addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Instance {
+    fn start(
+        binary: &Path,
+        port: u16,
+        work: &Path,
+        name: &'static str,
+        generation: usize,
+    ) -> Result<Self, String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let log = fs::File::create(work.join(format!("{name}-{generation}.log")))
+            .map_err(|e| format!("log file: {e}"))?;
+        let child = Command::new(binary)
+            .env("BIND_ADDR", addr.to_string())
+            .env("DATABASE_PATH", work.join(format!("{name}.db")))
+            .env("SHUTDOWN_DELAY", "2")
+            .env("SHUTDOWN_TIMEOUT", "10")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", binary.display()))?;
+        Ok(Self {
+            name,
+            addr,
+            child: Some(child),
+        })
+    }
+
+    fn wait_ready(&self) -> Result<(), String> {
+        wait_until(Duration::from_secs(20), "the instance is ready", || {
+            get(self.addr, "/health/ready") == Ok(200)
+        })
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit code.
+    fn stop(&mut self) -> Result<i32, String> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(0);
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Ok(status.code().unwrap_or(-1)),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "instance {} did not exit within 30 s; killed",
+                        self.name
+                    ));
+                }
+                Err(e) => return Err(format!("waiting for instance {}: {e}", self.name)),
+            }
+        }
+    }
+}
+
+fn wait_until(bound: Duration, what: &str, mut check: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if check() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("timed out waiting until {what}"))
+}
+
+/// One `GET` on a new connection; the status code.
+fn get(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: loopback\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| e.to_string())?;
+    let head = String::from_utf8_lossy(&response);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status line in {:?}", head.lines().next().unwrap_or("")))
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    counts: Arc<[AtomicU64; 3]>,
+    clients: Vec<thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(frontend: SocketAddr, path: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+        let started = Instant::now();
+        let clients = (0..CLIENTS)
+            .map(|_| {
+                let (stop, counts, path) =
+                    (Arc::clone(&stop), Arc::clone(&counts), path.to_owned());
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_LOAD {
+                        counts[0].fetch_add(1, Ordering::Relaxed);
+                        match get(frontend, &path) {
+                            Ok(status) if status < 500 => counts[1].fetch_add(1, Ordering::Relaxed),
+                            Ok(status) => {
+                                eprintln!("    failed: status {status}");
+                                counts[2].fetch_add(1, Ordering::Relaxed)
+                            }
+                            Err(error) => {
+                                eprintln!("    failed: {error}");
+                                counts[2].fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            counts,
+            clients,
+        }
+    }
+
+    fn stop(self) -> (u64, u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients {
+            let _ = client.join();
+        }
+        let [sent, succeeded, failed] = &*self.counts;
+        (
+            sent.load(Ordering::Relaxed),
+            succeeded.load(Ordering::Relaxed),
+            failed.load(Ordering::Relaxed),
+        )
+    }
+}
