@@ -1,0 +1,124 @@
+//! The telemetry demo service on actix-web, through `drain-actix`: the same contract
+//! as `telemetry-axum` (see its README and this crate's). `cargo run -p telemetry-actix`.
+//!
+//! actix-web specifics: one application per worker thread (the [`Telemetry`] handle
+//! is shared: it is an `Arc`), and a client that disconnects does not cancel its
+//! handler: a `/slow` request whose client left is still drained (or interrupted at
+//! the deadline).
+
+use std::io::IsTerminal;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{App, HttpRequest, HttpResponse};
+use drain_actix::Drain;
+use drain_metrics::{DrainMetrics, PrometheusMetrics};
+use futures_util::StreamExt;
+use shutdown_core::Shutdown;
+use telemetry_core::{Config, Reply, Telemetry};
+use tracing::info;
+
+/// Bodies up to this size are read whole, so that a body over the 64 KiB limit gets
+/// its `413` on a connection that is closed cleanly (not reset over unread input).
+const READ_LIMIT: usize = 1024 * 1024;
+
+#[actix_web::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let config = Config::from_env().unwrap_or_else(|error| exit(2, error));
+    let prometheus = PrometheusMetrics::install().unwrap_or_else(|error| exit(2, error));
+    telemetry_core::metrics::describe_metrics();
+    let shutdown = Shutdown::new(config.shutdown.clone()).with_observer(DrainMetrics::new());
+    if let Err(error) = shutdown_signal::install(&shutdown) {
+        exit(2, error);
+    }
+    let listener = TcpListener::bind(config.bind_addr).unwrap_or_else(|error| {
+        exit(
+            2,
+            format_args!("BIND_ADDR=\"{}\": {error}", config.bind_addr),
+        )
+    });
+    let addr = listener.local_addr().unwrap_or_else(|error| exit(2, error));
+    let telemetry = Telemetry::start(&config, &shutdown)
+        .await
+        .unwrap_or_else(|error| exit(2, error));
+    shutdown.spawn(prometheus.upkeep(Duration::from_secs(5), shutdown.token()));
+
+    // Made once, cloned into each worker's application.
+    let drain = Drain::new(shutdown.clone());
+    let health = shutdown.clone();
+    let factory = move || {
+        App::new()
+            .wrap(drain.clone())
+            .app_data(web::Data::new(telemetry.clone()))
+            .configure(drain_actix::health_routes(health.clone()))
+            .configure(drain_actix::metrics_routes(prometheus.clone()))
+            .route("/telemetry", web::post().to(ingest))
+            .route("/telemetry/{id}", web::get().to(lookup))
+            .route("/slow", web::get().to(slow))
+            .route("/stream", web::get().to(stream))
+    };
+
+    info!(%addr, "listening on {addr}");
+    match drain_actix::serve(listener, factory, &shutdown).await {
+        Ok(report) => std::process::exit(report.exit_code()),
+        Err(error) => exit(1, error),
+    }
+}
+
+async fn ingest(telemetry: web::Data<Telemetry>, mut payload: web::Payload) -> HttpResponse {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        match chunk {
+            Ok(chunk) if body.len() + chunk.len() > READ_LIMIT => {
+                return respond(Reply::too_large());
+            }
+            Ok(chunk) => body.extend_from_slice(&chunk),
+            Err(error) => return respond(Reply::error(400, &error.to_string())),
+        }
+    }
+    respond(telemetry.ingest(&body))
+}
+
+async fn lookup(telemetry: web::Data<Telemetry>, id: web::Path<String>) -> HttpResponse {
+    respond(telemetry.lookup(&id).await)
+}
+
+async fn slow(request: HttpRequest) -> HttpResponse {
+    respond(telemetry_core::slow(Some(request.query_string())).await)
+}
+
+async fn stream(request: HttpRequest) -> HttpResponse {
+    match telemetry_core::stream(Some(request.query_string())) {
+        Ok(lines) => HttpResponse::Ok()
+            .insert_header((CONTENT_TYPE, telemetry_core::TEXT))
+            .streaming(lines.map(|line| Ok::<_, std::convert::Infallible>(Bytes::from(line)))),
+        Err(reply) => respond(reply),
+    }
+}
+
+fn respond(reply: Reply) -> HttpResponse {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    response.insert_header((CONTENT_TYPE, telemetry_core::JSON));
+    if let Some(secs) = reply.retry_after_secs {
+        response.insert_header((RETRY_AFTER, secs));
+    }
+    response.body(reply.body)
+}
+
+fn exit(code: i32, error: impl std::fmt::Display) -> ! {
+    eprintln!("telemetry-actix: {error}");
+    std::process::exit(code)
+}

@@ -1,0 +1,902 @@
+//! End-to-end tests of the telemetry demo services (`examples/telemetry-*`): each test
+//! starts a built demo binary as a child process with a temporary SQLite database and
+//! `BIND_ADDR=127.0.0.1:0`, talks HTTP/1.1 to it on loopback, sends it real signals,
+//! and opens its database after it has exited.
+//!
+//! The scenarios are written once, as functions taking a [`Demo`]; the
+//! `telemetry_scenarios!` list at the bottom runs them all against each demo binary.
+//!
+//! The demos are other packages, so Cargo does not build them for this test: build
+//! them first, with the same profile and `CARGO_TARGET_DIR`
+//! (`cargo build -p telemetry-axum -p telemetry-actix -p telemetry-poem`). A missing
+//! binary fails the test with the command that builds it.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use e2e_tests::http::{self, Conn, Response};
+use e2e_tests::{Child, Signal, Source};
+
+/// Bound on waiting for a log line or an exit: only stops a hung demo from hanging CI.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A demo binary: `telemetry-axum`, `telemetry-actix` or `telemetry-poem`.
+#[derive(Debug, Clone, Copy)]
+struct Demo {
+    binary: &'static str,
+}
+
+impl Demo {
+    /// The binary, next to this test's executable: `<target>/<profile>/deps/telemetry-*`
+    /// is this test, `<target>/<profile>/<binary>` the demo.
+    fn path(self) -> String {
+        let exe = std::env::current_exe().expect("path of the test executable");
+        let profile = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("the test executable is in <target>/<profile>/deps");
+        let path = profile.join(format!("{}{}", self.binary, std::env::consts::EXE_SUFFIX));
+        assert!(
+            path.is_file(),
+            "{} not found: build it before running these tests, with the same profile \
+             and CARGO_TARGET_DIR: `cargo build -p {}`",
+            path.display(),
+            self.binary
+        );
+        path.to_str().expect("a UTF-8 path").to_owned()
+    }
+}
+
+/// A database path unique to this process, test and demo; removed (with SQLite's side
+/// files) when dropped.
+#[derive(Debug)]
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(demo: Demo, test: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "e2e-{}-{test}-{}-{}.db",
+            demo.binary,
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let db = Self(path);
+        db.remove();
+        db
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temporary path")
+    }
+
+    fn remove(&self) {
+        for suffix in ["", "-journal", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+
+    /// Every stored id, read after the service has exited.
+    fn ids(&self) -> HashSet<String> {
+        let conn = rusqlite::Connection::open(&self.0).expect("open the demo's database");
+        let mut select = conn
+            .prepare("SELECT id FROM telemetry")
+            .expect("the telemetry table exists");
+        select
+            .query_map([], |row| row.get::<_, String>(0))
+            .expect("select ids")
+            .collect::<Result<_, _>>()
+            .expect("read ids")
+    }
+
+    /// The stored row of `id`: satellite, value, received_at.
+    fn row(&self, id: &str) -> Option<(String, f64, i64)> {
+        let conn = rusqlite::Connection::open(&self.0).expect("open the demo's database");
+        conn.query_row(
+            "SELECT satellite, value, received_at FROM telemetry WHERE id = ?1",
+            [id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .ok()
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A demo started and listening.
+#[derive(Debug)]
+struct Service {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Service {
+    /// Starts `demo` on `db` with `BIND_ADDR=127.0.0.1:0` and `env`, and waits until
+    /// it listens.
+    fn start(demo: Demo, db: &TempDb, env: &[(&str, &str)]) -> Self {
+        let mut all = vec![("BIND_ADDR", "127.0.0.1:0"), ("DATABASE_PATH", db.path())];
+        all.extend_from_slice(env);
+        let mut child = Child::spawn(&demo.path(), &all).expect("start the demo");
+        let line = child.wait_for_line(Source::Stderr, "listening on ", WAIT);
+        let addr = line
+            .rsplit("listening on ")
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        child.wait_for_line(Source::Stderr, "signal handlers registered", WAIT);
+        Self { child, addr }
+    }
+
+    fn signal(&self, signal: Signal) {
+        self.child.signal(signal);
+    }
+
+    fn log_line(&mut self, needle: &str) -> String {
+        self.child.wait_for_line(Source::Stderr, needle, WAIT)
+    }
+
+    fn wait_draining(&mut self) {
+        self.log_line("draining in-flight requests");
+    }
+
+    fn exit_code(&mut self) -> i32 {
+        let status = self.child.wait(WAIT);
+        assert_eq!(
+            status.signal(),
+            None,
+            "killed by a signal\n{}",
+            self.output()
+        );
+        status
+            .code()
+            .unwrap_or_else(|| panic!("no exit code: {status:?}\n{}", self.output()))
+    }
+
+    /// The shutdown report's line; call after the exit.
+    fn report(&mut self) -> String {
+        self.log_line("graceful shutdown complete")
+    }
+
+    fn output(&self) -> String {
+        self.child.output()
+    }
+
+    fn post_event(&self, id: &str) -> Response {
+        http::Conn::open(self.addr)
+            .and_then(|mut conn| conn.request("POST", "/telemetry", &event(id)))
+            .unwrap_or_else(|e| panic!("POST {id}: {e}\n{}", self.output()))
+    }
+
+    fn get(&self, path: &str) -> Response {
+        http::get(self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.output()))
+    }
+}
+
+fn event(id: &str) -> Vec<u8> {
+    format!(r#"{{"id":"{id}","satellite":"sat-7","value":42.5}}"#).into_bytes()
+}
+
+/// The value of `name=` in a log line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let key = format!(" {name}=");
+    let start = line
+        .find(&key)
+        .map(|i| i + key.len())
+        .unwrap_or_else(|| panic!("no {name} in {line}"));
+    line[start..].split_whitespace().next().unwrap_or("")
+}
+
+fn is_close(response: &Response) -> bool {
+    response
+        .header("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+}
+
+fn get_in_background(
+    addr: SocketAddr,
+    path: &str,
+) -> thread::JoinHandle<std::io::Result<Response>> {
+    let path = path.to_owned();
+    thread::spawn(move || http::get(addr, &path))
+}
+
+fn join<T>(handle: thread::JoinHandle<T>) -> T {
+    handle.join().expect("client thread panicked")
+}
+
+/// The time of a log line of `tracing-subscriber`'s default format, which starts with
+/// an RFC 3339 UTC timestamp (`2026-01-31T12:00:00.123456Z`).
+fn log_time(line: &str) -> SystemTime {
+    let parse = || -> Option<SystemTime> {
+        let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+        let (date, time) = stamp.split_once('T')?;
+        let mut date = date.split('-').map(|n| n.parse::<i64>().ok());
+        let (y, m, d) = (date.next()??, date.next()??, date.next()??);
+        let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+        let mut hms = hms.split(':').map(|n| n.parse::<u64>().ok());
+        let (h, mi, s) = (hms.next()??, hms.next()??, hms.next()??);
+        // Days from 1970-01-01 to y-m-d (Howard Hinnant's days_from_civil).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+        let nanos: u32 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+        Some(UNIX_EPOCH + Duration::new(days * 86_400 + h * 3600 + mi * 60 + s, nanos))
+    };
+    parse().unwrap_or_else(|| panic!("no timestamp at the start of {line:?}"))
+}
+
+// ----- zero loss under load -----------------------------------------------------------
+
+/// Writer threads of the load test.
+const WRITERS: usize = 8;
+/// Bound on the requests of one writer.
+const WRITER_CAP: usize = 5_000;
+/// How long the `/slow` request keeps the drain open.
+const SLOW_MS: u64 = 3_000;
+/// Load before SIGTERM.
+const LOAD_BEFORE_SIGNAL: Duration = Duration::from_millis(500);
+/// Load after SIGTERM: the writers stop while the drain is still held open by `/slow`.
+const LOAD_AFTER_SIGNAL: Duration = Duration::from_millis(1_000);
+
+/// What happened to one request of the load test.
+#[derive(Debug)]
+enum Outcome {
+    /// An HTTP response.
+    Answered {
+        id: String,
+        status: u16,
+        retry_after: bool,
+        close: bool,
+        answered: SystemTime,
+    },
+    /// The connection could not be opened (nothing was sent).
+    ConnectFailed {
+        refused: bool,
+        error: String,
+        at: SystemTime,
+    },
+    /// The request was written (maybe partly) and no whole response came back: a
+    /// reset, an EOF, a timeout. The event may or may not have been accepted.
+    Lost {
+        id: String,
+        error: String,
+        sent: SystemTime,
+    },
+}
+
+/// POSTs unique ids on keep-alive connections until `stop`, the cap, or a refused
+/// connection (the listener is gone for good); reconnects after `Connection: close`
+/// or an error.
+fn writer(addr: SocketAddr, index: usize, stop: &AtomicBool) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let mut conn: Option<Conn> = None;
+    for n in 0..WRITER_CAP {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut open = match conn.take() {
+            Some(open) => open,
+            None => {
+                let at = SystemTime::now();
+                match Conn::open(addr) {
+                    Ok(open) => open,
+                    Err(error) => {
+                        let refused = error.kind() == std::io::ErrorKind::ConnectionRefused;
+                        outcomes.push(Outcome::ConnectFailed {
+                            refused,
+                            error: error.to_string(),
+                            at,
+                        });
+                        if refused {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let id = format!("w{index}-{n}");
+        let sent = SystemTime::now();
+        match open.request("POST", "/telemetry", &event(&id)) {
+            Ok(response) => {
+                let close = is_close(&response);
+                outcomes.push(Outcome::Answered {
+                    id,
+                    status: response.status(),
+                    retry_after: response.header("retry-after").is_some(),
+                    close,
+                    answered: SystemTime::now(),
+                });
+                if !close {
+                    conn = Some(open);
+                }
+            }
+            Err(error) => outcomes.push(Outcome::Lost {
+                id,
+                error: error.to_string(),
+                sent,
+            }),
+        }
+    }
+    outcomes
+}
+
+/// Under concurrent write load on loopback, SIGTERM while a slow request keeps the
+/// drain open. Asserts:
+///
+/// - every id answered `202` is in SQLite after the exit, and nothing else is (no id
+///   answered `503` is stored);
+/// - every response received before the signal is a `202`; later ones are `202`
+///   (admitted before the drain began) or `503` with `Retry-After` and
+///   `Connection: close`;
+/// - no request is left without a response and no connection fails while the server
+///   is running or draining. What is counted: a connect that fails (`refused` or
+///   other) and a request that gets no whole response (reset, EOF, timeout: `lost`).
+///   Either is a failure if it began before the drain ended, as the service logged it
+///   (`all requests completed`, by wall-clock time): the listener must stay open and
+///   answer until then. The writers stop while the drain is still open, so none
+///   should begin later; one that does (a thread descheduled for a second) meets the
+///   closed listener, which is expected then, and is only counted;
+/// - the slow request gets its `200`, and the exit code is 0.
+///
+/// The flush period is longer than the test, so every acknowledged event is written by
+/// the flusher's last flush, after the drain and before the database is closed (the
+/// log line `write-behind buffer flushed after the drain events=N` is checked).
+fn zero_loss_under_load(demo: Demo) {
+    let db = TempDb::new(demo, "zero-loss");
+    // No periodic flush during the test: every acknowledged event is still only in
+    // memory when the drain ends, so that only the flush after the drain can store it.
+    let mut service = Service::start(
+        demo,
+        &db,
+        &[("SHUTDOWN_TIMEOUT", "30"), ("FLUSH_INTERVAL_MS", "600000")],
+    );
+    let addr = service.addr;
+    let slow = get_in_background(addr, &format!("/slow?ms={SLOW_MS}"));
+    service.log_line("slow request started");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|index| {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || writer(addr, index, &stop))
+        })
+        .collect();
+    thread::sleep(LOAD_BEFORE_SIGNAL);
+    let signalled = SystemTime::now();
+    service.signal(Signal::SIGTERM);
+    thread::sleep(LOAD_AFTER_SIGNAL);
+    stop.store(true, Ordering::Relaxed);
+    let outcomes: Vec<Outcome> = writers.into_iter().flat_map(join).collect();
+
+    let slow = join(slow).unwrap_or_else(|e| panic!("slow request: {e}\n{}", service.output()));
+    let code = service.exit_code();
+    let drain_ended = log_time(&service.log_line("all requests completed"));
+    let report = service.report();
+    let final_flush = service.log_line("write-behind buffer flushed after the drain");
+    let stored = db.ids();
+
+    let mut acknowledged = HashSet::new();
+    let mut rejected = HashSet::new();
+    let mut lost_ids = HashSet::new();
+    let (mut before_signal, mut late) = (0, 0);
+    let mut failures = Vec::new();
+    for outcome in &outcomes {
+        match outcome {
+            Outcome::Answered {
+                id,
+                status,
+                retry_after,
+                close,
+                answered,
+            } => {
+                if *answered < signalled {
+                    before_signal += 1;
+                }
+                match status {
+                    202 => {
+                        acknowledged.insert(id.clone());
+                    }
+                    503 => {
+                        rejected.insert(id.clone());
+                        if !retry_after || !close {
+                            failures.push(format!(
+                                "{id}: 503 without Retry-After or Connection: close"
+                            ));
+                        }
+                    }
+                    other => failures.push(format!("{id}: unexpected status {other}")),
+                }
+                if *status != 202 && *answered < signalled {
+                    failures.push(format!("{id}: {status} answered before the signal"));
+                }
+            }
+            Outcome::ConnectFailed { refused, error, at } => {
+                if *at < drain_ended {
+                    failures.push(format!(
+                        "connect failed during the drain (refused={refused}): {error}"
+                    ));
+                } else {
+                    late += 1;
+                }
+            }
+            Outcome::Lost { id, error, sent } => {
+                lost_ids.insert(id.clone());
+                if *sent < drain_ended {
+                    failures.push(format!("{id}: no response during the drain: {error}"));
+                } else {
+                    late += 1;
+                }
+            }
+        }
+    }
+
+    let missing: Vec<&String> = acknowledged.difference(&stored).collect();
+    let unexpected: Vec<&String> = stored
+        .iter()
+        .filter(|id| !acknowledged.contains(*id) && !lost_ids.contains(*id))
+        .collect();
+    println!(
+        "zero loss, {}: {} requests ({before_signal} answered before SIGTERM): {} acknowledged (202), \
+         {} rejected (503 + Retry-After), {} failures (refused, reset or unanswered during the \
+         drain), {late} failed after the drain ended (listener closed); {} stored; {} acknowledged but missing; exit {code}",
+        demo.binary,
+        outcomes.len(),
+        acknowledged.len(),
+        rejected.len(),
+        failures.len(),
+        stored.len(),
+        missing.len(),
+    );
+
+    assert!(
+        failures.is_empty(),
+        "{} failures, e.g. {:#?}\n{}",
+        failures.len(),
+        &failures[..failures.len().min(20)],
+        service.output()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged but not stored, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        unexpected.is_empty(),
+        "{} stored but never acknowledged, e.g. {:?}",
+        unexpected.len(),
+        &unexpected[..unexpected.len().min(10)]
+    );
+    assert_eq!(code, 0, "{}", service.output());
+    assert_eq!(slow.status(), 200, "{}", service.output());
+    assert_eq!(field(&report, "interrupted"), "0", "{report}");
+    assert_eq!(
+        field(&final_flush, "events"),
+        acknowledged.len().to_string(),
+        "the flush after the drain wrote every acknowledged event: {final_flush}"
+    );
+    assert!(
+        before_signal > 0 && !rejected.is_empty(),
+        "the load must span the signal: {before_signal} requests before it, {} rejected",
+        rejected.len()
+    );
+}
+
+// ----- the contract -------------------------------------------------------------------
+
+/// Events are acknowledged, readable from the buffer and from the store, validated
+/// (400 with a JSON error, 413 over 64 KiB), stored once per id, and survive a
+/// restart; `/metrics` has the shutdown metrics.
+fn the_ingest_contract_and_a_restart(demo: Demo) {
+    let db = TempDb::new(demo, "contract");
+    let mut service = Service::start(demo, &db, &[("FLUSH_INTERVAL_MS", "50")]);
+
+    let accepted = service.post_event("e-1");
+    assert_eq!(accepted.status(), 202, "{}", accepted.text());
+    assert_eq!(accepted.header("content-type"), Some("application/json"));
+    let read = service.get("/telemetry/e-1");
+    assert_eq!(read.status(), 200);
+    let body = read.text();
+    for part in [
+        r#""id":"e-1""#,
+        r#""satellite":"sat-7""#,
+        r#""value":42.5"#,
+        r#""received_at":"#,
+    ] {
+        assert!(body.contains(part), "{part} in {body}");
+    }
+
+    let mut conn = Conn::open(service.addr).expect("connect");
+    let duplicate = conn
+        .request(
+            "POST",
+            "/telemetry",
+            br#"{"id":"e-1","satellite":"other","value":1}"#,
+        )
+        .expect("duplicate");
+    assert_eq!(duplicate.status(), 202, "a repeated id is acknowledged");
+    for (body, needle) in [
+        (
+            &br#"{"id":"bad-1","value":1}"#[..],
+            "missing field `satellite`",
+        ),
+        (
+            br#"{"id":"bad-2","satellite":"s","value":"x"}"#,
+            "invalid type",
+        ),
+        (b"not json", "invalid event"),
+        (
+            br#"{"id":"","satellite":"s","value":1}"#,
+            "1 to 128 characters",
+        ),
+    ] {
+        let response = conn.request("POST", "/telemetry", body).expect("invalid");
+        assert_eq!(response.status(), 400, "{}", String::from_utf8_lossy(body));
+        assert!(
+            response.text().starts_with(r#"{"error":"#) && response.text().contains(needle),
+            "{}",
+            response.text()
+        );
+    }
+    let mut large = br#"{"id":"big","satellite":"s","value":1}"#.to_vec();
+    large.resize(70 * 1024, b' ');
+    let too_large = Conn::open(service.addr)
+        .and_then(|mut conn| conn.request("POST", "/telemetry", &large))
+        .unwrap_or_else(|e| panic!("70 KiB POST: {e}\n{}", service.output()));
+    assert_eq!(too_large.status(), 413, "{}", too_large.text());
+    assert_eq!(service.get("/telemetry/nope").status(), 404);
+    assert_eq!(service.get("/health/live").status(), 200);
+    assert_eq!(service.get("/health/ready").status(), 200);
+    let metrics = service.get("/metrics");
+    assert_eq!(metrics.status(), 200);
+    for name in ["in_flight_requests", "requests_interrupted"] {
+        assert!(metrics.text().contains(name), "{name}:\n{}", metrics.text());
+    }
+
+    // Stored by the flusher while running: readable from the store.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = service.get("/metrics").text();
+        if metrics.contains("telemetry_events_buffered 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never flushed:\n{metrics}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        service.get("/telemetry/e-1").status(),
+        200,
+        "from the store"
+    );
+
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.exit_code(), 0, "{}", service.output());
+    assert_eq!(db.ids(), HashSet::from(["e-1".to_owned()]));
+    let (satellite, value, received_at) = db.row("e-1").expect("stored");
+    assert_eq!(
+        (satellite.as_str(), value),
+        ("sat-7", 42.5),
+        "the first event is kept"
+    );
+    assert!(
+        received_at > 1_600_000_000_000,
+        "milliseconds since the epoch"
+    );
+
+    let mut restarted = Service::start(demo, &db, &[]);
+    let read = restarted.get("/telemetry/e-1");
+    assert_eq!(read.status(), 200, "read back after a restart");
+    assert!(read.text().contains(r#""satellite":"sat-7""#));
+    restarted.signal(Signal::SIGINT);
+    assert_eq!(restarted.exit_code(), 0, "{}", restarted.output());
+}
+
+/// A slow request in flight at SIGTERM completes with 200; during the drain new
+/// requests get 503 + `Retry-After` + `Connection: close`, readiness 503, liveness and
+/// metrics 200; the logs end with the report; exit 0.
+fn a_slow_request_completes_while_new_ones_get_503(demo: Demo) {
+    let db = TempDb::new(demo, "slow");
+    let mut service = Service::start(demo, &db, &[("SHUTDOWN_TIMEOUT", "30")]);
+    assert_eq!(service.post_event("before").status(), 202);
+    let slow = get_in_background(service.addr, "/slow?ms=1500");
+    service.log_line("slow request started");
+    service.signal(Signal::SIGTERM);
+    service.wait_draining();
+
+    let rejected = service.post_event("during");
+    assert_eq!(rejected.status(), 503, "{}", service.output());
+    assert_eq!(rejected.header("retry-after"), Some("10"));
+    assert!(is_close(&rejected), "Connection: close");
+    assert_eq!(service.get("/telemetry/before").status(), 503);
+    assert_eq!(service.get("/health/ready").status(), 503);
+    assert_eq!(service.get("/health/live").status(), 200);
+    let metrics = service.get("/metrics");
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics.text().contains("in_flight_requests 1"),
+        "{}",
+        metrics.text()
+    );
+
+    let slow = join(slow).unwrap_or_else(|e| panic!("slow request: {e}\n{}", service.output()));
+    assert_eq!(slow.status(), 200);
+    assert_eq!(slow.text(), r#"{"slept_ms":1500}"#);
+    assert!(
+        is_close(&slow),
+        "a response during the drain closes its connection"
+    );
+    assert_eq!(service.exit_code(), 0, "{}", service.output());
+    let report = service.report();
+    assert_eq!(field(&report, "drained"), "1", "{report}");
+    assert_eq!(field(&report, "rejected"), "2", "{report}");
+    let logs = service.child.lines(Source::Stderr);
+    assert!(
+        logs.last()
+            .is_some_and(|l| l.contains("graceful shutdown complete")),
+        "the logs end with the report: {logs:#?}"
+    );
+    assert_eq!(db.ids(), HashSet::from(["before".to_owned()]));
+}
+
+/// A stream started before SIGTERM is delivered whole.
+fn a_stream_started_before_shutdown_is_delivered_whole(demo: Demo) {
+    let db = TempDb::new(demo, "stream");
+    let mut service = Service::start(demo, &db, &[("SHUTDOWN_TIMEOUT", "30")]);
+    let mut conn = Conn::open(service.addr).expect("connect");
+    conn.send("GET", "/stream?chunks=6&interval_ms=200", b"")
+        .expect("send");
+    let head = conn.read_head().expect("head");
+    assert_eq!(head.status, 200);
+    let mut body = conn
+        .read_chunk()
+        .expect("first chunk")
+        .expect("not the end");
+
+    service.signal(Signal::SIGTERM);
+    service.wait_draining();
+    body.extend(
+        conn.read_body(&head)
+            .unwrap_or_else(|e| panic!("rest of the stream: {e}\n{}", service.output())),
+    );
+    let expected: String = (0..6).map(|i| format!("chunk {i}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&body), expected);
+    assert_eq!(service.exit_code(), 0, "{}", service.output());
+    assert_eq!(field(&service.report(), "drained"), "1");
+}
+
+/// With `SHUTDOWN_TIMEOUT=1` and a 10 s request, the process exits 3 after about a
+/// second, and the events acknowledged before are still written.
+fn the_drain_deadline_interrupts_and_exits_3(demo: Demo) {
+    let db = TempDb::new(demo, "deadline");
+    let mut service = Service::start(demo, &db, &[("SHUTDOWN_TIMEOUT", "1")]);
+    assert_eq!(service.post_event("kept").status(), 202);
+    let slow = get_in_background(service.addr, "/slow?ms=10000");
+    service.log_line("slow request started");
+    let signalled = Instant::now();
+    service.signal(Signal::SIGTERM);
+    let code = service.exit_code();
+    let took = signalled.elapsed();
+
+    assert_eq!(code, 3, "{}", service.output());
+    assert!(
+        took < Duration::from_secs(8),
+        "waited for the handler: {took:?}"
+    );
+    let report = service.report();
+    assert_eq!(field(&report, "interrupted"), "1", "{report}");
+    assert!(service.output().contains("drain timeout"));
+    assert_eq!(db.ids(), HashSet::from(["kept".to_owned()]));
+    let _ = join(slow);
+}
+
+/// A second signal during the drain exits at once with 128 + its number.
+fn a_second_signal_exits_at_once(demo: Demo, signal: Signal, expected: i32) {
+    let db = TempDb::new(demo, "second-signal");
+    let mut service = Service::start(demo, &db, &[("SHUTDOWN_TIMEOUT", "60")]);
+    let slow = get_in_background(service.addr, "/slow?ms=60000");
+    service.log_line("slow request started");
+    service.signal(signal);
+    service.wait_draining();
+    let signalled = Instant::now();
+    service.signal(signal);
+    assert_eq!(service.exit_code(), expected, "{}", service.output());
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+    assert!(
+        service.output().contains("exiting at once"),
+        "{}",
+        service.output()
+    );
+    let _ = join(slow);
+}
+
+fn a_second_sigint_exits_130(demo: Demo) {
+    a_second_signal_exits_at_once(demo, Signal::SIGINT, 130);
+}
+
+fn a_second_sigterm_exits_143(demo: Demo) {
+    a_second_signal_exits_at_once(demo, Signal::SIGTERM, 143);
+}
+
+/// A bad variable exits 2 at start with a message naming it and its value, without a
+/// panic; so does an address already in use.
+fn bad_configuration_exits_2_naming_the_variable(demo: Demo) {
+    let db = TempDb::new(demo, "bad-config");
+    let cases = [
+        ("SHUTDOWN_TIMEOUT", "abc"),
+        ("SHUTDOWN_TIMEOUT", "1e999"),
+        ("SHUTDOWN_DELAY", "-5"),
+        ("FLUSH_INTERVAL_MS", "abc"),
+        ("FLUSH_INTERVAL_MS", "0"),
+        ("BIND_ADDR", "not-an-address"),
+        ("BIND_ADDR", "127.0.0.1:99999"),
+        ("REDIS_URL", "http://localhost:6379"),
+    ];
+    for (variable, value) in cases {
+        let mut child = Child::spawn(
+            &demo.path(),
+            &[("DATABASE_PATH", db.path()), (variable, value)],
+        )
+        .expect("start the demo");
+        let status = child.wait(WAIT);
+        let output = child.output();
+        assert_eq!(status.code(), Some(2), "{variable}={value}\n{output}");
+        assert!(
+            output.contains(&format!("{variable}=\"{value}\"")),
+            "{variable}={value}: the message names the variable and the value\n{output}"
+        );
+        assert!(!output.contains("panicked"), "{output}");
+    }
+
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let mut child = Child::spawn(
+        &demo.path(),
+        &[("DATABASE_PATH", db.path()), ("BIND_ADDR", &addr)],
+    )
+    .expect("start the demo");
+    let status = child.wait(WAIT);
+    assert_eq!(status.code(), Some(2), "{}", child.output());
+    assert!(child.output().contains("BIND_ADDR"), "{}", child.output());
+}
+
+/// With `REDIS_URL`, each accepted event is published to channel `telemetry`, and the
+/// connection is closed (`QUIT`) during cleanup; a Redis that refuses connections
+/// loses no SQLite write.
+fn redis_gets_each_event_and_is_closed_at_cleanup(demo: Demo) {
+    let (url, commands) = fake_redis();
+    let db = TempDb::new(demo, "redis");
+    let mut service = Service::start(demo, &db, &[("REDIS_URL", &url)]);
+    assert_eq!(service.post_event("r-1").status(), 202);
+    assert_eq!(service.post_event("r-2").status(), 202);
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.exit_code(), 0, "{}", service.output());
+    let received: Vec<Vec<String>> = commands.try_iter().collect();
+    let names: Vec<&str> = received.iter().map(|c| c[0].as_str()).collect();
+    assert_eq!(names, ["PUBLISH", "PUBLISH", "QUIT"], "{received:?}");
+    assert_eq!(received[0][1], "telemetry");
+    assert!(
+        received[0][2].contains(r#""id":"r-1""#),
+        "{:?}",
+        received[0]
+    );
+    let cleanups: Vec<&str> = service
+        .child
+        .lines(Source::Stderr)
+        .into_iter()
+        .filter(|l| l.contains("running cleanup task"))
+        .map(|l| field(l, "task"))
+        .collect();
+    assert_eq!(
+        cleanups,
+        ["redis", "database"],
+        "Redis closes before the database"
+    );
+    assert_eq!(db.ids().len(), 2);
+
+    let refusing = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let db = TempDb::new(demo, "redis-down");
+    let url = format!("redis://{refusing}");
+    let mut service = Service::start(demo, &db, &[("REDIS_URL", &url)]);
+    assert_eq!(service.post_event("kept").status(), 202);
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.exit_code(), 0, "{}", service.output());
+    assert!(service.output().contains("cannot connect to Redis"));
+    assert_eq!(db.ids(), HashSet::from(["kept".to_owned()]));
+}
+
+/// A fake Redis on 127.0.0.1 for one connection: answers `PUBLISH` with `:1` and
+/// anything else with `+OK`, and sends each command it receives.
+fn fake_redis() -> (String, mpsc::Receiver<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("redis://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(WAIT));
+        let Ok(mut writer) = stream.try_clone() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        let mut read_line = |reader: &mut BufReader<TcpStream>| {
+            line.clear();
+            reader.read_line(&mut line).ok().filter(|n| *n > 0)?;
+            Some(line.trim_end().to_owned())
+        };
+        while let Some(count) =
+            read_line(&mut reader).and_then(|l| l.strip_prefix('*')?.parse().ok())
+        {
+            let mut command = Vec::new();
+            for _ in 0..count {
+                let (Some(_length), Some(arg)) = (read_line(&mut reader), read_line(&mut reader))
+                else {
+                    return;
+                };
+                command.push(arg);
+            }
+            let quit = command.first().is_some_and(|c| c == "QUIT");
+            let reply: &[u8] = if command.first().is_some_and(|c| c == "PUBLISH") {
+                b":1\r\n"
+            } else {
+                b"+OK\r\n"
+            };
+            let _ = tx.send(command);
+            if writer.write_all(reply).is_err() || quit {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// Runs every scenario against each demo binary: one line per demo.
+macro_rules! telemetry_scenarios {
+    ($($module:ident => $binary:literal),* $(,)?) => {$(
+        mod $module {
+            const DEMO: super::Demo = super::Demo { binary: $binary };
+            telemetry_scenarios!(@tests
+                zero_loss_under_load,
+                the_ingest_contract_and_a_restart,
+                a_slow_request_completes_while_new_ones_get_503,
+                a_stream_started_before_shutdown_is_delivered_whole,
+                the_drain_deadline_interrupts_and_exits_3,
+                a_second_sigint_exits_130,
+                a_second_sigterm_exits_143,
+                bad_configuration_exits_2_naming_the_variable,
+                redis_gets_each_event_and_is_closed_at_cleanup,
+            );
+        }
+    )*};
+    (@tests $($name:ident),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            super::$name(DEMO);
+        }
+    )*};
+}
+
+telemetry_scenarios! {
+    axum => "telemetry-axum",
+    actix => "telemetry-actix",
+    poem => "telemetry-poem",
+}
