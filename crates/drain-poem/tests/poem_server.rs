@@ -10,7 +10,7 @@ use bytes::Bytes;
 use drain_poem::{Drain, ServeError, health_routes};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{Body, EndpointExt, Route, Server, get, handler, post};
-use shutdown_core::{Shutdown, ShutdownConfig, ShutdownReport, Trigger};
+use shutdown_core::{RequestGate, Shutdown, ShutdownConfig, ShutdownReport, Trigger};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -299,8 +299,10 @@ async fn draining(drain: impl FnOnce(Shutdown) -> Drain) -> (SocketAddr, TcpStre
 /// kernel resets it, and the client's upload fails instead of ending with the `503`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_whose_body_arrives_during_the_drain_gets_its_503_not_a_reset() {
-    let (addr, _held) =
-        draining(|shutdown| Drain::new(shutdown).with_discard_limit(16 * 1024 * 1024)).await;
+    let (addr, _held) = draining(|shutdown| {
+        Drain::from_gate(RequestGate::new(shutdown).with_discard_limit(16 * 1024 * 1024))
+    })
+    .await;
     for size in [0, 16 * 1024, 256 * 1024, 8 * 1024 * 1024] {
         let (head, sent) = post_body(addr, size).await;
         assert!(
@@ -319,7 +321,9 @@ async fn a_post_whose_body_arrives_during_the_drain_gets_its_503_not_a_reset() {
 /// than the loopback socket buffers absorb) is cut off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_discarding_a_large_rejected_post_is_cut_off() {
-    let (addr, _held) = draining(|shutdown| Drain::new(shutdown).with_discard_limit(0)).await;
+    let (addr, _held) =
+        draining(|shutdown| Drain::from_gate(RequestGate::new(shutdown).with_discard_limit(0)))
+            .await;
     let (head, sent) = post_body(addr, 32 * 1024 * 1024).await;
     assert!(
         head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),

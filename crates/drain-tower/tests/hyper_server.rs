@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Either, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use shutdown_core::{DrainSummary, Phase, Shutdown, ShutdownConfig};
+use shutdown_core::{DrainSummary, Phase, RequestGate, Shutdown, ShutdownConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -50,7 +50,9 @@ impl App {
     }
 
     fn with_discard_limit(mut self, bytes: u64) -> Self {
-        self.layer = self.layer.with_discard_limit(bytes);
+        self.layer = DrainLayer::from_gate(
+            RequestGate::new(self.shutdown.clone()).with_discard_limit(bytes),
+        );
         self
     }
 

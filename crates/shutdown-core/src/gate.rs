@@ -16,6 +16,10 @@ use crate::{RequestGuard, Shutdown};
 /// the service drains.
 pub const DEFAULT_EXEMPT_PATHS: [&str; 3] = ["/health/live", "/health/ready", "/metrics"];
 
+/// How much of a rejected HTTP/1.x request's body adapters read and throw away before
+/// sending the `503` message, by default: 1 MiB (see [`RequestGate::with_discard_limit`]).
+pub const DEFAULT_DISCARD_LIMIT: u64 = 1024 * 1024;
+
 /// The body of a `503` sent to a request turned away during the drain.
 pub const REJECTION_MESSAGE: &str = "503 Service Unavailable: shutting down, retry later\n";
 
@@ -44,12 +48,20 @@ pub enum Admission {
 /// assert_eq!(shutdown.in_flight(), 1);
 /// drop(guard);
 /// assert_eq!(gate.retry_after_secs(), 10);
+///
+/// // Configured once, handed to an adapter (`DrainLayer::from_gate`, `Drain::from_gate`):
+/// let gate = RequestGate::new(shutdown)
+///     .with_exempt(|path| path.starts_with("/internal/"))
+///     .with_retry_after_secs(5)
+///     .with_discard_limit(64 * 1024);
+/// assert!(gate.is_exempt("/internal/stats"));
 /// ```
 #[derive(Clone)]
 pub struct RequestGate {
     shutdown: Shutdown,
     exempt: Exempt,
     retry_after_secs: u64,
+    discard_limit: u64,
 }
 
 #[derive(Clone)]
@@ -65,6 +77,7 @@ impl RequestGate {
     pub fn new(shutdown: Shutdown) -> Self {
         Self {
             retry_after_secs: shutdown.config().retry_after_secs(),
+            discard_limit: DEFAULT_DISCARD_LIMIT,
             shutdown,
             exempt: Exempt::Paths(DEFAULT_EXEMPT_PATHS.iter().map(|p| Box::from(*p)).collect()),
         }
@@ -106,6 +119,17 @@ impl RequestGate {
         self
     }
 
+    /// Sets how many bytes of a rejected HTTP/1.x request's body the adapter reads and
+    /// throws away before it sends the `503` message (default [`DEFAULT_DISCARD_LIMIT`]).
+    /// Reading it keeps the server from closing the connection with unread input, which
+    /// makes the kernel send a reset: a client still sending its body would get an error
+    /// instead of the `503`. A larger body is cut off when the connection closes after
+    /// the `503`. `0` reads nothing.
+    pub fn with_discard_limit(mut self, bytes: u64) -> Self {
+        self.discard_limit = bytes;
+        self
+    }
+
     /// The decision for a request to `path`. Lock-free and allocation-free; a rejection
     /// is counted in [`Shutdown::rejected`].
     #[inline]
@@ -127,6 +151,11 @@ impl RequestGate {
             Exempt::Paths(paths) => paths.iter().any(|p| **p == *path),
             Exempt::Predicate(predicate) => predicate(path),
         }
+    }
+
+    /// How many bytes of a rejected HTTP/1.x request's body to read and discard.
+    pub fn discard_limit(&self) -> u64 {
+        self.discard_limit
     }
 
     /// The `Retry-After` value of a rejection, in whole seconds.
@@ -157,6 +186,7 @@ impl fmt::Debug for RequestGate {
         f.debug_struct("RequestGate")
             .field("exempt", exempt)
             .field("retry_after_secs", &self.retry_after_secs)
+            .field("discard_limit", &self.discard_limit)
             .finish_non_exhaustive()
     }
 }

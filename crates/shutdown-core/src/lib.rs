@@ -17,7 +17,9 @@ pub use config::{
     ConfigError, ENV_CLEANUP_TIMEOUT, ENV_DELAY, ENV_RETRY_AFTER, ENV_TASK_TIMEOUT, ENV_TIMEOUT,
     ExitCodes, ShutdownConfig,
 };
-pub use gate::{Admission, DEFAULT_EXEMPT_PATHS, REJECTION_MESSAGE, RequestGate};
+pub use gate::{
+    Admission, DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, REJECTION_MESSAGE, RequestGate,
+};
 pub use in_flight::{RequestGuard, ScopedRequestGuard};
 pub use observer::ShutdownObserver;
 pub use phase::{Phase, Trigger};

@@ -81,7 +81,7 @@ impl<B> fmt::Debug for GuardedBody<B> {
 /// [`REJECTION_MESSAGE`].
 ///
 /// On HTTP/1.x it first reads the rejected request's own body to its end (or up to the
-/// discard limit, see [`Drain::with_discard_limit`](super::Drain::with_discard_limit))
+/// discard limit, see [`RequestGate::with_discard_limit`](shutdown_core::RequestGate::with_discard_limit))
 /// and throws it away: actix closes a connection whose request body was not read to
 /// the end, and closing a socket with unread input makes the kernel send a reset, so a
 /// client still sending its body would get a write error instead of the answer. The

@@ -18,7 +18,7 @@
 //!   10 s), `Connection: close` on HTTP/1.x (never on HTTP/2), and
 //!   [`REJECTION_MESSAGE`](shutdown_core::REJECTION_MESSAGE) ([`RejectionBody`]). On
 //!   HTTP/1.x the rejected request's body is read and thrown away (up to
-//!   [`DEFAULT_DISCARD_LIMIT`], see [`Drain::with_discard_limit`]) before the message
+//!   [`DEFAULT_DISCARD_LIMIT`], see [`RequestGate::with_discard_limit`](shutdown_core::RequestGate::with_discard_limit)) before the message
 //!   is sent: actix closes a connection whose request body was left unread, and closing
 //!   with unread input makes the kernel send a reset, so a client still sending its body
 //!   would get a write error instead of the `503`. The head goes out at once.

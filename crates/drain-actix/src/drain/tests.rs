@@ -12,7 +12,7 @@ use actix_web::http::{ConnectionType, StatusCode, Version};
 use actix_web::web::{self, Bytes};
 use actix_web::{App, HttpResponse, test};
 use futures_util::Stream;
-use shutdown_core::{REJECTION_MESSAGE, Shutdown, ShutdownConfig};
+use shutdown_core::{REJECTION_MESSAGE, RequestGate, Shutdown, ShutdownConfig};
 
 use super::*;
 
@@ -313,7 +313,9 @@ async fn exempt_paths_are_neither_counted_nor_rejected() {
 
     let custom = test::init_service(
         App::new()
-            .wrap(Drain::new(shutdown.clone()).with_exempt_paths(["/ping"]))
+            .wrap(Drain::from_gate(
+                RequestGate::new(shutdown.clone()).with_exempt_paths(["/ping"]),
+            ))
             .route("/ping", web::get().to(|| async { "pong" })),
     )
     .await;
@@ -333,7 +335,9 @@ async fn retry_after_can_be_set_per_middleware() {
     .await;
     let other = test::init_service(
         App::new()
-            .wrap(Drain::new(shutdown.clone()).with_retry_after_secs(7))
+            .wrap(Drain::from_gate(
+                RequestGate::new(shutdown.clone()).with_retry_after_secs(7),
+            ))
             .route("/", web::get().to(|| async { "hello" })),
     )
     .await;
@@ -402,7 +406,7 @@ async fn a_rejected_request_body_is_read_and_discarded_up_to_the_limit() {
     assert_eq!(body, REJECTION_MESSAGE);
 
     let (read, body) = reject_upload(
-        Drain::new(shutdown.clone()).with_discard_limit(10 * 1024),
+        Drain::from_gate(RequestGate::new(shutdown.clone()).with_discard_limit(10 * 1024)),
         Version::HTTP_11,
         4096,
     )
@@ -411,7 +415,7 @@ async fn a_rejected_request_body_is_read_and_discarded_up_to_the_limit() {
     assert_eq!(body, REJECTION_MESSAGE);
 
     let (read, body) = reject_upload(
-        Drain::new(shutdown.clone()).with_discard_limit(0),
+        Drain::from_gate(RequestGate::new(shutdown.clone()).with_discard_limit(0)),
         Version::HTTP_11,
         4,
     )

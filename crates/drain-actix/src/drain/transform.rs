@@ -9,11 +9,7 @@ use shutdown_core::{RequestGate, Shutdown};
 use super::body::DrainBody;
 use super::service::DrainMiddleware;
 
-pub use shutdown_core::DEFAULT_EXEMPT_PATHS;
-
-/// How much of a rejected request's body [`Drain::new`] reads and discards before
-/// sending the `503` message: 1 MiB.
-pub const DEFAULT_DISCARD_LIMIT: u64 = 1024 * 1024;
+pub use shutdown_core::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS};
 
 /// The drain middleware, in actix's idiom: a [`Transform`] for
 /// [`App::wrap`](actix_web::App::wrap) that makes a [`DrainMiddleware`] on each worker.
@@ -35,57 +31,21 @@ impl Drain {
         Self::from_gate(RequestGate::new(shutdown))
     }
 
-    /// Uses a [`RequestGate`] configured elsewhere (shared with other adapters).
+    /// Uses a configured [`RequestGate`]: its exempt paths, `Retry-After` and discard
+    /// limit.
+    ///
+    /// ```
+    /// use shutdown_core::{RequestGate, Shutdown};
+    ///
+    /// # let shutdown = Shutdown::default();
+    /// let drain = drain_actix::Drain::from_gate(RequestGate::new(shutdown).with_retry_after_secs(5));
+    /// ```
     pub fn from_gate(gate: RequestGate) -> Self {
         Self {
             retry_after: HeaderValue::from(gate.retry_after_secs()),
+            discard_limit: gate.discard_limit(),
             gate,
-            discard_limit: DEFAULT_DISCARD_LIMIT,
         }
-    }
-
-    /// Exempts exactly these paths (compared with the request path, without the query),
-    /// replacing the defaults. An empty list exempts nothing.
-    pub fn with_exempt_paths<I, P>(mut self, paths: I) -> Self
-    where
-        I: IntoIterator<Item = P>,
-        P: Into<String>,
-    {
-        self.gate = self.gate.with_exempt_paths(paths);
-        self
-    }
-
-    /// Exempts the requests whose path satisfies `predicate`, replacing the defaults.
-    /// It runs on every request: keep it cheap.
-    ///
-    /// ```
-    /// # let shutdown = shutdown_core::Shutdown::default();
-    /// let drain = drain_actix::Drain::new(shutdown)
-    ///     .with_exempt(|path| path.starts_with("/health/") || path == "/metrics");
-    /// ```
-    pub fn with_exempt<F>(mut self, predicate: F) -> Self
-    where
-        F: Fn(&str) -> bool + Send + Sync + 'static,
-    {
-        self.gate = self.gate.with_exempt(predicate);
-        self
-    }
-
-    /// Sets the `Retry-After` of rejected requests, in seconds, instead of the
-    /// configuration's.
-    pub fn with_retry_after_secs(mut self, secs: u64) -> Self {
-        self.gate = self.gate.with_retry_after_secs(secs);
-        self.retry_after = HeaderValue::from(secs);
-        self
-    }
-
-    /// Sets how many bytes of a rejected HTTP/1.x request's body are read and thrown
-    /// away before the `503` message is sent (default [`DEFAULT_DISCARD_LIMIT`]). When a
-    /// larger body is cut off, actix closes the connection with input unread, and a
-    /// client still sending may see a reset instead of the answer. `0` reads nothing.
-    pub fn with_discard_limit(mut self, bytes: u64) -> Self {
-        self.discard_limit = bytes;
-        self
     }
 
     /// The gate that decides each request.

@@ -6,7 +6,7 @@ use shutdown_core::{RequestGate, Shutdown};
 
 use super::DrainEndpoint;
 
-pub use drain_tower::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS};
+pub use shutdown_core::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS};
 
 /// Middleware that tracks each request on a [`Shutdown`] handle and turns requests
 /// away once the drain has begun: see the [module docs](crate::drain).
@@ -28,57 +28,23 @@ impl Drain {
         Self::from_gate(RequestGate::new(shutdown))
     }
 
-    /// Uses a [`RequestGate`] configured elsewhere (shared with other adapters).
+    /// Uses a configured [`RequestGate`]: its exempt paths, `Retry-After` and discard
+    /// limit.
+    ///
+    /// ```
+    /// use shutdown_core::{RequestGate, Shutdown};
+    ///
+    /// # let shutdown = Shutdown::default();
+    /// let drain = drain_poem::Drain::from_gate(
+    ///     RequestGate::new(shutdown).with_exempt(|path| path.starts_with("/health/")),
+    /// );
+    /// ```
     pub fn from_gate(gate: RequestGate) -> Self {
         Self {
             retry_after: HeaderValue::from(gate.retry_after_secs()),
+            discard_limit: gate.discard_limit(),
             gate,
-            discard_limit: DEFAULT_DISCARD_LIMIT,
         }
-    }
-
-    /// Exempts exactly these paths (compared with the request URI's path, without the
-    /// query), replacing the defaults. An empty list exempts nothing.
-    pub fn with_exempt_paths<I, P>(mut self, paths: I) -> Self
-    where
-        I: IntoIterator<Item = P>,
-        P: Into<String>,
-    {
-        self.gate = self.gate.with_exempt_paths(paths);
-        self
-    }
-
-    /// Exempts the requests whose path satisfies `predicate`, replacing the defaults.
-    /// It runs on every request: keep it cheap.
-    ///
-    /// ```
-    /// # let shutdown = shutdown_core::Shutdown::default();
-    /// let drain = drain_poem::Drain::new(shutdown)
-    ///     .with_exempt(|path| path.starts_with("/health/") || path == "/metrics");
-    /// ```
-    pub fn with_exempt<F>(mut self, predicate: F) -> Self
-    where
-        F: Fn(&str) -> bool + Send + Sync + 'static,
-    {
-        self.gate = self.gate.with_exempt(predicate);
-        self
-    }
-
-    /// Sets the `Retry-After` of rejected requests, in seconds, instead of the
-    /// configuration's.
-    pub fn with_retry_after_secs(mut self, secs: u64) -> Self {
-        self.gate = self.gate.with_retry_after_secs(secs);
-        self.retry_after = HeaderValue::from(secs);
-        self
-    }
-
-    /// Sets how many bytes of a rejected HTTP/1.x request's body are read and thrown
-    /// away before the `503` body is sent (default [`DEFAULT_DISCARD_LIMIT`], 1 MiB). A
-    /// larger body is cut off when the connection closes after the `503`, and a client
-    /// still sending it may see a reset instead of the answer. `0` reads nothing.
-    pub fn with_discard_limit(mut self, bytes: u64) -> Self {
-        self.discard_limit = bytes;
-        self
     }
 
     /// The gate that decides for each request.

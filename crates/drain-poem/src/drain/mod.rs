@@ -19,7 +19,7 @@
 //!   10 s), `Connection: close` on HTTP/1.x (never on HTTP/2, where the header is
 //!   illegal), and [`REJECTION_MESSAGE`](shutdown_core::REJECTION_MESSAGE). On HTTP/1.x
 //!   the rejected request's body is read and thrown away (up to
-//!   [`DEFAULT_DISCARD_LIMIT`], see [`Drain::with_discard_limit`]) before the message is
+//!   [`DEFAULT_DISCARD_LIMIT`], see [`RequestGate::with_discard_limit`](shutdown_core::RequestGate::with_discard_limit)) before the message is
 //!   sent: hyper, under poem, closes such a connection with the unread input still in
 //!   the socket, the kernel then sends a reset, and a client still sending its body
 //!   would get a write error instead of the `503`. The head goes out at once.

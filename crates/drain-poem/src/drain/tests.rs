@@ -12,7 +12,7 @@ use http_body_util::channel::{Channel, Sender};
 use poem::http::{StatusCode, Version};
 use poem::test::TestClient;
 use poem::{Body, Endpoint, EndpointExt, Request, Response, Route, get, handler, post};
-use shutdown_core::{REJECTION_MESSAGE, Shutdown, ShutdownConfig};
+use shutdown_core::{REJECTION_MESSAGE, RequestGate, Shutdown, ShutdownConfig};
 
 use super::body::BoxBody;
 use super::{DEFAULT_DISCARD_LIMIT, Drain};
@@ -245,9 +245,11 @@ async fn exempt_paths_are_neither_counted_nor_rejected() {
 #[tokio::test]
 async fn exempt_paths_and_retry_after_can_be_configured() {
     let shutdown = Shutdown::default();
-    let drain = Drain::new(shutdown.clone())
-        .with_exempt_paths(["/"])
-        .with_retry_after_secs(3);
+    let drain = Drain::from_gate(
+        RequestGate::new(shutdown.clone())
+            .with_exempt_paths(["/"])
+            .with_retry_after_secs(3),
+    );
     let client = TestClient::new(app(&Calls::default()).with(drain));
     drained(&shutdown).await;
 
@@ -327,7 +329,9 @@ async fn discarding_stops_at_the_limit_and_never_happens_on_http2() {
     assert_eq!(text(response).await, REJECTION_MESSAGE);
     assert_eq!(read.load(Ordering::SeqCst), 0);
 
-    let endpoint = app(&Calls::default()).with(Drain::new(shutdown.clone()).with_discard_limit(0));
+    let endpoint = app(&Calls::default()).with(Drain::from_gate(
+        RequestGate::new(shutdown.clone()).with_discard_limit(0),
+    ));
     let (request, read) = upload_request(4, Version::HTTP_11);
     let response = endpoint.call(request).await.expect("rejected");
     assert_eq!(text(response).await, REJECTION_MESSAGE);

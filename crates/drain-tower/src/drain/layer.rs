@@ -6,11 +6,7 @@ use tower_layer::Layer;
 
 use super::Drain;
 
-pub use shutdown_core::DEFAULT_EXEMPT_PATHS;
-
-/// How much of a rejected request's body [`DrainLayer::new`] reads and discards before
-/// sending the `503` message: 1 MiB.
-pub const DEFAULT_DISCARD_LIMIT: u64 = 1024 * 1024;
+pub use shutdown_core::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS};
 
 /// Applies [`Drain`] to a service: see the [module docs](crate::drain).
 #[derive(Clone)]
@@ -27,57 +23,31 @@ impl DrainLayer {
         Self::from_gate(RequestGate::new(shutdown))
     }
 
-    /// Uses a [`RequestGate`] configured elsewhere (shared with other adapters).
+    /// Uses a configured [`RequestGate`]: its exempt paths (a list or a predicate),
+    /// `Retry-After` and discard limit.
+    ///
+    /// ```
+    /// use drain_tower::DrainLayer;
+    /// use shutdown_core::{RequestGate, Shutdown};
+    ///
+    /// # let shutdown = Shutdown::default();
+    /// let layer = DrainLayer::from_gate(
+    ///     RequestGate::new(shutdown)
+    ///         .with_exempt(|path| path.starts_with("/health/") || path == "/metrics")
+    ///         .with_discard_limit(64 * 1024),
+    /// );
+    /// ```
     pub fn from_gate(gate: RequestGate) -> Self {
         Self {
             retry_after: HeaderValue::from(gate.retry_after_secs()),
+            discard_limit: gate.discard_limit(),
             gate,
-            discard_limit: DEFAULT_DISCARD_LIMIT,
         }
     }
 
-    /// Exempts exactly these paths (compared with the request URI's path, without the
-    /// query), replacing the defaults. An empty list exempts nothing.
-    pub fn with_exempt_paths<I, P>(mut self, paths: I) -> Self
-    where
-        I: IntoIterator<Item = P>,
-        P: Into<String>,
-    {
-        self.gate = self.gate.with_exempt_paths(paths);
-        self
-    }
-
-    /// Exempts the requests whose path satisfies `predicate`, replacing the defaults.
-    /// It runs on every request: keep it cheap.
-    ///
-    /// ```
-    /// # let shutdown = shutdown_core::Shutdown::default();
-    /// let layer = drain_tower::DrainLayer::new(shutdown)
-    ///     .with_exempt(|path| path.starts_with("/health/") || path == "/metrics");
-    /// ```
-    pub fn with_exempt<F>(mut self, predicate: F) -> Self
-    where
-        F: Fn(&str) -> bool + Send + Sync + 'static,
-    {
-        self.gate = self.gate.with_exempt(predicate);
-        self
-    }
-
-    /// Sets the `Retry-After` of rejected requests, in seconds, instead of the
-    /// configuration's.
-    pub fn with_retry_after_secs(mut self, secs: u64) -> Self {
-        self.gate = self.gate.with_retry_after_secs(secs);
-        self.retry_after = HeaderValue::from(secs);
-        self
-    }
-
-    /// Sets how many bytes of a rejected HTTP/1.x request's body are read and thrown
-    /// away before the `503` body is sent (default [`DEFAULT_DISCARD_LIMIT`]). A larger
-    /// body is cut off when the connection closes after the `503`, and a client still
-    /// sending it may see a reset instead of the answer. `0` reads nothing.
-    pub fn with_discard_limit(mut self, bytes: u64) -> Self {
-        self.discard_limit = bytes;
-        self
+    /// The gate that decides for each request.
+    pub fn gate(&self) -> &RequestGate {
+        &self.gate
     }
 }
 

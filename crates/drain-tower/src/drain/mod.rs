@@ -14,7 +14,7 @@
 //!   10 s), `Connection: close` on HTTP/1.x (never on HTTP/2, where the header is
 //!   illegal), and a one-line text body. On HTTP/1.x the rejected request's body is
 //!   read and thrown away (up to [`DEFAULT_DISCARD_LIMIT`], see
-//!   [`DrainLayer::with_discard_limit`]) before the message is sent: closing a
+//!   [`RequestGate::with_discard_limit`](shutdown_core::RequestGate::with_discard_limit)) before the message is sent: closing a
 //!   connection with unread input makes the kernel send a reset, and a client still
 //!   sending its body would get a write error instead of the `503`. The head goes out
 //!   at once; a body-less request allocates nothing for this.

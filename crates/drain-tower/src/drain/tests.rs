@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame};
 use http_body_util::channel::{Channel, Sender};
 use http_body_util::{BodyExt, Full};
-use shutdown_core::{Shutdown, ShutdownConfig};
+use shutdown_core::{RequestGate, Shutdown, ShutdownConfig};
 use tower::{BoxError, Service, ServiceExt, service_fn};
 
 use super::{DrainLayer, GuardedBody};
@@ -255,7 +255,9 @@ async fn retry_after_follows_the_configuration_or_the_layer() {
 
     let h = Harness::new();
     let h = Harness {
-        layer: h.layer.clone().with_retry_after_secs(42),
+        layer: DrainLayer::from_gate(
+            RequestGate::new(h.shutdown.clone()).with_retry_after_secs(42),
+        ),
         ..h
     };
     h.begin_drain().await;
@@ -361,7 +363,9 @@ async fn exempt_paths_are_neither_rejected_nor_counted() {
 async fn exempt_paths_can_be_replaced_by_a_list_or_a_predicate() {
     let h = Harness::new();
     let h = Harness {
-        layer: h.layer.clone().with_exempt_paths(["/ping"]),
+        layer: DrainLayer::from_gate(
+            RequestGate::new(h.shutdown.clone()).with_exempt_paths(["/ping"]),
+        ),
         ..h
     };
     h.begin_drain().await;
@@ -373,10 +377,10 @@ async fn exempt_paths_can_be_replaced_by_a_list_or_a_predicate() {
 
     let h2 = Harness::new();
     let h2 = Harness {
-        layer: h2
-            .layer
-            .clone()
-            .with_exempt(|path| path.starts_with("/internal/")),
+        layer: DrainLayer::from_gate(
+            RequestGate::new(h2.shutdown.clone())
+                .with_exempt(|path| path.starts_with("/internal/")),
+        ),
         ..h2
     };
     h2.begin_drain().await;
@@ -388,7 +392,9 @@ async fn exempt_paths_can_be_replaced_by_a_list_or_a_predicate() {
 
     let h3 = Harness::new();
     let h3 = Harness {
-        layer: h3.layer.clone().with_exempt_paths(Vec::<String>::new()),
+        layer: DrainLayer::from_gate(
+            RequestGate::new(h3.shutdown.clone()).with_exempt_paths(Vec::<String>::new()),
+        ),
         ..h3
     };
     h3.begin_drain().await;
