@@ -3,9 +3,11 @@
 //! - `ci`: every check CI runs, in order; the first failing step stops the run with its
 //!   exit code.
 //! - `loom`: only the `loom` model checks of `shutdown-core`.
+//! - `bench`: the benchmarks, summarised in `docs/bench-summary.md`.
 //! - `rolling-restart`: two demo instances behind haproxy on loopback, restarted in
 //!   turn under load; 0 failed requests is the target (see `docs/deploy/README.md`).
 
+mod bench;
 mod rolling_restart;
 
 use std::env;
@@ -41,10 +43,12 @@ fn main() -> ExitCode {
         Some("ci") => ci_steps(),
         Some("loom") => vec![loom_step()],
         Some("rolling-restart") => return rolling_restart::run(&args[1..]),
+        Some("bench") => return bench::run(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|loom|rolling-restart>");
+            eprintln!("usage: cargo xtask <ci|loom|bench|rolling-restart>");
             eprintln!("  ci    fmt, clippy, binaries, tests, doc tests, loom, docs: what CI runs");
             eprintln!("  loom  the loom model checks of shutdown-core");
+            eprintln!("  bench  the benchmarks; writes docs/bench-summary.md");
             eprintln!("  rolling-restart [--bin telemetry-axum] [--path /slow?ms=5]");
             eprintln!("        two instances behind haproxy, restarted in turn under load");
             return ExitCode::from(2);
