@@ -115,10 +115,12 @@ fn bench() -> Result<(), String> {
     );
     let _ = writeln!(
         summary,
-        "| row | time | ratio to `bare` | ratio to `arc_counter_layer` |\n|---|---|---|---|"
+        "| row | 1 thread | to `bare` | to `arc_counter_layer` | 2 threads, contended | to `bare` | to `arc_counter_layer` |\n|---|---|---|---|---|---|---|"
     );
     let bare = median("per_request", "bare")?;
     let floor = median("per_request", "arc_counter_layer")?;
+    let bare2 = median("per_request_2_threads", "bare")?;
+    let floor2 = median("per_request_2_threads", "arc_counter_layer")?;
     for name in [
         "bare",
         "drain_layer",
@@ -129,11 +131,14 @@ fn bench() -> Result<(), String> {
         "concurrency_limit",
     ] {
         let t = median("per_request", name)?;
+        let t2 = median("per_request_2_threads", name)?;
         let _ = writeln!(
             summary,
-            "| `{name}` | {t:.1} ns | {:.2}x | {:.2}x |",
+            "| `{name}` | {t:.1} ns | {:.2}x | {:.2}x | {t2:.1} ns | {:.2}x | {:.2}x |",
             t / bare,
-            t / floor
+            t / floor,
+            t2 / bare2,
+            t2 / floor2
         );
     }
     let drain_layer = median("per_request", "drain_layer")?;

@@ -13,12 +13,15 @@
 //! - `tokio_graceful`: the same body wrapper holding a `tokio-graceful` guard per request.
 //! - `task_tracker`: tokio-util's `TaskTracker::track_future` around the inner future.
 //! - `concurrency_limit`: tower's `ConcurrencyLimitLayer` with a limit never reached.
+//!
+//! Group `per_request` runs them on one thread; `per_request_2_threads` runs each on two
+//! threads at once, sharing the same state (contended).
 
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -83,6 +86,45 @@ fn bench<S, B>(
                 for _ in 0..iters {
                     one_request(&mut service).await;
                 }
+                started.elapsed()
+            })
+        })
+    });
+}
+
+/// The same, contended: two threads, each with its own current-thread runtime and a
+/// clone of the service (so they share the shutdown state, the counter, the semaphore),
+/// started together; the figure is the wall time per request per thread.
+fn bench_two_threads<S, B>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, service: S)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>, Error = Infallible> + Clone + Send,
+    B: Body,
+    B::Error: std::fmt::Debug,
+{
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let barrier = Barrier::new(3);
+            std::thread::scope(|scope| {
+                for _ in 0..2 {
+                    let mut service = service.clone();
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("runtime");
+                        barrier.wait();
+                        runtime.block_on(async {
+                            for _ in 0..iters {
+                                one_request(&mut service).await;
+                            }
+                        });
+                        barrier.wait();
+                    });
+                }
+                barrier.wait();
+                let started = Instant::now();
+                barrier.wait();
                 started.elapsed()
             })
         })
@@ -291,6 +333,43 @@ fn per_request(c: &mut Criterion) {
     bench(
         &mut group,
         &runtime,
+        "concurrency_limit",
+        ConcurrencyLimitLayer::new(1 << 20).layer(inner()),
+    );
+    group.finish();
+
+    let mut group = c.benchmark_group("per_request_2_threads");
+    bench_two_threads(&mut group, "bare", inner());
+    bench_two_threads(
+        &mut group,
+        "drain_layer",
+        DrainLayer::new(shutdown.clone()).layer(inner()),
+    );
+    bench_two_threads(
+        &mut group,
+        "drain_layer_metrics",
+        DrainLayer::new(observed.clone()).layer(inner()),
+    );
+    bench_two_threads(
+        &mut group,
+        "arc_counter_layer",
+        GuardLayer(counter.clone()).layer(inner()),
+    );
+    bench_two_threads(
+        &mut group,
+        "tokio_graceful",
+        GuardLayer(Graceful(graceful.guard_weak())).layer(inner()),
+    );
+    let tracked = tracker.clone();
+    bench_two_threads(
+        &mut group,
+        "task_tracker",
+        ServiceBuilder::new()
+            .map_future(move |future| tracked.track_future(future))
+            .service(inner()),
+    );
+    bench_two_threads(
+        &mut group,
         "concurrency_limit",
         ConcurrencyLimitLayer::new(1 << 20).layer(inner()),
     );
