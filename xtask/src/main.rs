@@ -8,6 +8,7 @@
 //!   turn under load; 0 failed requests is the target (see `docs/deploy/README.md`).
 
 mod bench;
+mod bench_e2e;
 mod rolling_restart;
 
 use std::env;
