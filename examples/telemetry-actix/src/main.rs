@@ -6,54 +6,32 @@
 //! handler: a `/slow` request whose client left is still drained (or interrupted at
 //! the deadline).
 
-use std::io::IsTerminal;
-use std::net::TcpListener;
-use std::time::Duration;
-
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{App, HttpRequest, HttpResponse};
 use drain_actix::Drain;
-use drain_metrics::{DrainMetrics, PrometheusMetrics};
 use futures_util::StreamExt;
-use shutdown_core::Shutdown;
-use telemetry_core::{Config, Reply, Telemetry};
+use telemetry_core::service::exit;
+use telemetry_core::{Reply, Telemetry};
 use tracing::info;
 
 /// Bodies up to this size are read whole, so that a body over the 64 KiB limit gets
 /// its `413` on a connection that is closed cleanly (not reset over unread input).
 const READ_LIMIT: usize = 1024 * 1024;
 
+const NAME: &str = "telemetry-actix";
+
 #[actix_web::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-
-    let config = Config::from_env().unwrap_or_else(|error| exit(2, error));
-    let prometheus = PrometheusMetrics::install().unwrap_or_else(|error| exit(2, error));
-    telemetry_core::metrics::describe_metrics();
-    let shutdown = Shutdown::new(config.shutdown.clone()).with_observer(DrainMetrics::new());
-    if let Err(error) = shutdown_signal::install(&shutdown) {
-        exit(2, error);
-    }
-    let listener = TcpListener::bind(config.bind_addr).unwrap_or_else(|error| {
-        exit(
-            2,
-            format_args!("BIND_ADDR=\"{}\": {error}", config.bind_addr),
-        )
-    });
-    let addr = listener.local_addr().unwrap_or_else(|error| exit(2, error));
-    let telemetry = Telemetry::start(&config, &shutdown)
-        .await
-        .unwrap_or_else(|error| exit(2, error));
-    shutdown.spawn(prometheus.upkeep(Duration::from_secs(5), shutdown.token()));
+    let telemetry_core::service::Service {
+        shutdown,
+        prometheus,
+        listener,
+        addr,
+        telemetry,
+        ..
+    } = telemetry_core::service::start(NAME).await;
 
     // Made once, cloned into each worker's application.
     let drain = Drain::new(shutdown.clone());
@@ -73,7 +51,7 @@ async fn main() {
     info!(%addr, "listening on {addr}");
     match drain_actix::serve(listener, factory, &shutdown).await {
         Ok(report) => std::process::exit(report.exit_code()),
-        Err(error) => exit(1, error),
+        Err(error) => exit(NAME, 1, error),
     }
 }
 
@@ -116,9 +94,4 @@ fn respond(reply: Reply) -> HttpResponse {
         response.insert_header((RETRY_AFTER, secs));
     }
     response.body(reply.body)
-}
-
-fn exit(code: i32, error: impl std::fmt::Display) -> ! {
-    eprintln!("telemetry-actix: {error}");
-    std::process::exit(code)
 }

@@ -9,6 +9,7 @@ mod event;
 pub mod metrics;
 pub mod redis;
 mod reply;
+pub mod service;
 mod store;
 mod telemetry;
 
