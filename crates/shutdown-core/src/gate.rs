@@ -58,6 +58,13 @@ pub enum Admission {
 /// ```
 #[derive(Clone)]
 pub struct RequestGate {
+    // One reference count for everything: middleware that is cloned per request (axum
+    // clones each route's service for every request) pays one atomic pair for the gate.
+    state: Arc<GateState>,
+}
+
+#[derive(Clone)]
+struct GateState {
     shutdown: Shutdown,
     exempt: Exempt,
     retry_after_secs: u64,
@@ -67,8 +74,34 @@ pub struct RequestGate {
 #[derive(Clone)]
 enum Exempt {
     Nothing,
-    Paths(Arc<[Box<str>]>),
+    Paths(ExemptPaths),
     Predicate(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+/// A list of exact paths, with a one-word filter on their lengths so that most
+/// requests (whose path has none of those lengths) are told apart without a comparison.
+#[derive(Clone)]
+struct ExemptPaths {
+    /// Bit `n` is set when some path is `n` bytes long (`63` stands for 63 or more).
+    lengths: u64,
+    paths: Arc<[Box<str>]>,
+}
+
+impl ExemptPaths {
+    fn new(paths: Arc<[Box<str>]>) -> Self {
+        let lengths = paths.iter().fold(0, |bits, p| bits | length_bit(p));
+        Self { lengths, paths }
+    }
+
+    #[inline]
+    fn contains(&self, path: &str) -> bool {
+        self.lengths & length_bit(path) != 0 && self.paths.iter().any(|p| **p == *path)
+    }
+}
+
+#[inline]
+fn length_bit(path: &str) -> u64 {
+    1 << path.len().min(63)
 }
 
 impl RequestGate {
@@ -76,10 +109,14 @@ impl RequestGate {
     /// of its configuration.
     pub fn new(shutdown: Shutdown) -> Self {
         Self {
-            retry_after_secs: shutdown.config().retry_after_secs(),
-            discard_limit: DEFAULT_DISCARD_LIMIT,
-            shutdown,
-            exempt: Exempt::Paths(DEFAULT_EXEMPT_PATHS.iter().map(|p| Box::from(*p)).collect()),
+            state: Arc::new(GateState {
+                retry_after_secs: shutdown.config().retry_after_secs(),
+                discard_limit: DEFAULT_DISCARD_LIMIT,
+                shutdown,
+                exempt: Exempt::Paths(ExemptPaths::new(
+                    DEFAULT_EXEMPT_PATHS.iter().map(|p| Box::from(*p)).collect(),
+                )),
+            }),
         }
     }
 
@@ -94,10 +131,10 @@ impl RequestGate {
             .into_iter()
             .map(|p| p.into().into_boxed_str())
             .collect();
-        self.exempt = if paths.is_empty() {
+        Arc::make_mut(&mut self.state).exempt = if paths.is_empty() {
             Exempt::Nothing
         } else {
-            Exempt::Paths(paths)
+            Exempt::Paths(ExemptPaths::new(paths))
         };
         self
     }
@@ -108,14 +145,14 @@ impl RequestGate {
     where
         F: Fn(&str) -> bool + Send + Sync + 'static,
     {
-        self.exempt = Exempt::Predicate(Arc::new(predicate));
+        Arc::make_mut(&mut self.state).exempt = Exempt::Predicate(Arc::new(predicate));
         self
     }
 
     /// Sets the `Retry-After` of rejected requests, in seconds, instead of the
     /// configuration's.
     pub fn with_retry_after_secs(mut self, secs: u64) -> Self {
-        self.retry_after_secs = secs;
+        Arc::make_mut(&mut self.state).retry_after_secs = secs;
         self
     }
 
@@ -126,7 +163,7 @@ impl RequestGate {
     /// instead of the `503`. A larger body is cut off when the connection closes after
     /// the `503`. `0` reads nothing.
     pub fn with_discard_limit(mut self, bytes: u64) -> Self {
-        self.discard_limit = bytes;
+        Arc::make_mut(&mut self.state).discard_limit = bytes;
         self
     }
 
@@ -137,7 +174,7 @@ impl RequestGate {
         if self.is_exempt(path) {
             return Admission::Exempt;
         }
-        match self.shutdown.try_enter() {
+        match self.state.shutdown.try_enter() {
             Some(guard) => Admission::Admitted(guard),
             None => Admission::Rejected,
         }
@@ -146,47 +183,47 @@ impl RequestGate {
     /// `true` when `path` is exempt.
     #[inline]
     pub fn is_exempt(&self, path: &str) -> bool {
-        match &self.exempt {
+        match &self.state.exempt {
             Exempt::Nothing => false,
-            Exempt::Paths(paths) => paths.iter().any(|p| **p == *path),
+            Exempt::Paths(paths) => paths.contains(path),
             Exempt::Predicate(predicate) => predicate(path),
         }
     }
 
     /// How many bytes of a rejected HTTP/1.x request's body to read and discard.
     pub fn discard_limit(&self) -> u64 {
-        self.discard_limit
+        self.state.discard_limit
     }
 
     /// The `Retry-After` value of a rejection, in whole seconds.
     pub fn retry_after_secs(&self) -> u64 {
-        self.retry_after_secs
+        self.state.retry_after_secs
     }
 
     /// Whether an HTTP/1.x response sent now should carry `Connection: close`: from the
     /// trigger on (including the pre-stop delay), so that keep-alive clients reconnect
     /// elsewhere. Never send it on HTTP/2, where the header is illegal.
     pub fn should_close_connection(&self) -> bool {
-        self.shutdown.is_shutting_down()
+        self.state.shutdown.is_shutting_down()
     }
 
     /// The handle this gate admits requests on.
     pub fn shutdown(&self) -> &Shutdown {
-        &self.shutdown
+        &self.state.shutdown
     }
 }
 
 impl fmt::Debug for RequestGate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let exempt: &dyn fmt::Debug = match &self.exempt {
+        let exempt: &dyn fmt::Debug = match &self.state.exempt {
             Exempt::Nothing => &"nothing",
-            Exempt::Paths(paths) => paths,
+            Exempt::Paths(exempt) => &exempt.paths,
             Exempt::Predicate(_) => &"predicate",
         };
         f.debug_struct("RequestGate")
             .field("exempt", exempt)
-            .field("retry_after_secs", &self.retry_after_secs)
-            .field("discard_limit", &self.discard_limit)
+            .field("retry_after_secs", &self.state.retry_after_secs)
+            .field("discard_limit", &self.state.discard_limit)
             .finish_non_exhaustive()
     }
 }
@@ -233,6 +270,32 @@ mod tests {
         assert!(!predicate.is_exempt("/health/ready"));
         let nothing = RequestGate::new(shutdown).with_exempt_paths(Vec::<String>::new());
         assert!(!nothing.is_exempt("/health/live"));
+    }
+
+    #[test]
+    fn the_length_filter_never_decides_alone() {
+        let long = format!("/{}", "x".repeat(80));
+        let other_long = format!("/{}", "y".repeat(90));
+        let gate = RequestGate::new(Shutdown::default()).with_exempt_paths(["/a", long.as_str()]);
+        assert!(gate.is_exempt("/a"));
+        assert!(!gate.is_exempt("/b"), "same length, other path");
+        assert!(!gate.is_exempt("/ab"), "a length no exempt path has");
+        assert!(gate.is_exempt(&long), "lengths past 63 share one bit");
+        assert!(!gate.is_exempt(&other_long), "and are then compared");
+        assert!(!gate.is_exempt(""));
+    }
+
+    #[test]
+    fn builders_on_a_cloned_gate_leave_the_clone_alone() {
+        let gate = RequestGate::new(Shutdown::default());
+        let custom = gate
+            .clone()
+            .with_retry_after_secs(1)
+            .with_exempt_paths(["/x"]);
+        assert_eq!(gate.retry_after_secs(), 10);
+        assert!(gate.is_exempt("/metrics") && !gate.is_exempt("/x"));
+        assert_eq!(custom.retry_after_secs(), 1);
+        assert!(custom.is_exempt("/x") && !custom.is_exempt("/metrics"));
     }
 
     #[test]

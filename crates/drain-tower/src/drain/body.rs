@@ -135,28 +135,24 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { mut body, guard } => {
-                let frame = ready!(body.as_mut().poll_frame(cx));
-                let ended = match &frame {
-                    None | Some(Err(_)) => true,
-                    Some(Ok(_)) => body.is_end_stream(),
-                };
-                if ended {
-                    guard.take();
+                let poll = body.as_mut().poll_frame(cx);
+                // Checked in place and returned as it came: the frame is not moved.
+                if let Poll::Ready(frame) = &poll {
+                    let ended = match frame {
+                        None | Some(Err(_)) => true,
+                        Some(Ok(_)) => body.is_end_stream(),
+                    };
+                    if ended {
+                        guard.take();
+                    }
                 }
-                Poll::Ready(frame)
+                poll
             }
             KindProj::Message {
                 message,
                 discard,
                 budget,
-            } => {
-                if let Some(body) = discard {
-                    let body = body.get_mut().unwrap_or_else(PoisonError::into_inner);
-                    ready!(body.as_mut().poll_discard(cx, budget));
-                    *discard = None;
-                }
-                Poll::Ready(message.take().map(|m| Ok(Frame::data(B::Data::from(m)))))
-            }
+            } => poll_message(message, discard, budget, cx),
         }
     }
 
@@ -175,6 +171,25 @@ where
             }
         }
     }
+}
+
+/// The rejected request's message, once its body has been discarded. Out of line: it
+/// runs once per rejected request, and keeps [`GuardedBody::poll_frame`] small enough to
+/// inline on the admitted path.
+#[cold]
+#[inline(never)]
+fn poll_message<D: From<&'static [u8]>, E>(
+    message: &mut Option<&'static [u8]>,
+    discard: &mut Option<Discarding>,
+    budget: &mut u64,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<D>, E>>> {
+    if let Some(body) = discard {
+        let body = body.get_mut().unwrap_or_else(PoisonError::into_inner);
+        ready!(body.as_mut().poll_discard(cx, budget));
+        *discard = None;
+    }
+    Poll::Ready(message.take().map(|m| Ok(Frame::data(D::from(m)))))
 }
 
 impl<B> fmt::Debug for GuardedBody<B> {

@@ -1,6 +1,5 @@
 use std::fmt;
 
-use http::HeaderValue;
 use shutdown_core::{RequestGate, Shutdown};
 use tower_layer::Layer;
 
@@ -12,8 +11,6 @@ pub use shutdown_core::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS};
 #[derive(Clone)]
 pub struct DrainLayer {
     pub(crate) gate: RequestGate,
-    pub(crate) retry_after: HeaderValue,
-    pub(crate) discard_limit: u64,
 }
 
 impl DrainLayer {
@@ -38,11 +35,7 @@ impl DrainLayer {
     /// );
     /// ```
     pub fn from_gate(gate: RequestGate) -> Self {
-        Self {
-            retry_after: HeaderValue::from(gate.retry_after_secs()),
-            discard_limit: gate.discard_limit(),
-            gate,
-        }
+        Self { gate }
     }
 
     /// The gate that decides for each request.
@@ -58,8 +51,6 @@ impl<S> Layer<S> for DrainLayer {
         Drain {
             inner,
             gate: self.gate.clone(),
-            retry_after: self.retry_after.clone(),
-            discard_limit: self.discard_limit,
         }
     }
 }
@@ -68,7 +59,6 @@ impl fmt::Debug for DrainLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DrainLayer")
             .field("gate", &self.gate)
-            .field("discard_limit", &self.discard_limit)
             .finish()
     }
 }

@@ -15,18 +15,23 @@ use super::layer::DrainLayer;
 
 /// Middleware that tracks each request on a [`Shutdown`] handle and turns requests
 /// away once the drain has begun: see the [module docs](crate::drain).
+///
+/// Cloning it clones the inner service and one reference count (the gate's).
 #[derive(Clone)]
 pub struct Drain<S> {
     pub(crate) inner: S,
     pub(crate) gate: RequestGate,
-    pub(crate) retry_after: HeaderValue,
-    pub(crate) discard_limit: u64,
 }
 
 impl<S> Drain<S> {
     /// Wraps `inner` with the defaults of [`DrainLayer::new`].
     pub fn new(inner: S, shutdown: Shutdown) -> Self {
         tower_layer::Layer::layer(&DrainLayer::new(shutdown), inner)
+    }
+
+    /// The gate that decides for each request.
+    pub fn gate(&self) -> &RequestGate {
+        &self.gate
     }
 
     /// The wrapped service.
@@ -50,7 +55,6 @@ impl<S: fmt::Debug> fmt::Debug for Drain<S> {
         f.debug_struct("Drain")
             .field("inner", &self.inner)
             .field("gate", &self.gate)
-            .field("discard_limit", &self.discard_limit)
             .finish()
     }
 }
@@ -74,22 +78,20 @@ where
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let http1 = is_http1(request.version());
-        let kind = match self.gate.admit(request.uri().path()) {
-            Admission::Exempt => Kind::Passthrough {
-                future: self.inner.call(request),
-                guard: None,
-                http1,
-            },
-            Admission::Admitted(guard) => Kind::Passthrough {
-                future: self.inner.call(request),
-                guard: Some(guard),
-                http1,
-            },
-            Admission::Rejected => Kind::Rejected {
-                rejection: Some(self.rejection(request, http1)),
-            },
+        let guard = match self.gate.admit(request.uri().path()) {
+            Admission::Exempt => None,
+            Admission::Admitted(guard) => Some(guard),
+            Admission::Rejected => return self.reject(request, http1),
         };
-        ResponseFuture { kind }
+        // One call site for the inner service, built in place: the hot path moves the
+        // request and the inner future as little as the floor (a plain guard layer) does.
+        ResponseFuture {
+            kind: Kind::Passthrough {
+                future: self.inner.call(request),
+                guard,
+                http1,
+            },
+        }
     }
 }
 
@@ -98,22 +100,28 @@ impl<S> Drain<S> {
     /// stays small.
     #[cold]
     #[inline(never)]
-    fn rejection<ReqBody>(&self, request: Request<ReqBody>, http1: bool) -> Box<Rejection>
+    fn reject<ReqBody, F>(&self, request: Request<ReqBody>, http1: bool) -> ResponseFuture<F>
     where
         ReqBody: Body + Send + 'static,
     {
         // On HTTP/1.x an unread body would be cut off by closing the connection (a
         // reset for a client still sending it): the 503's body reads it first. HTTP/2
         // resets just the stream, which is harmless.
+        let discard_limit = self.gate.discard_limit();
         let body = request.into_body();
-        let discard = (http1 && !body.is_end_stream() && self.discard_limit > 0)
+        let discard = (http1 && !body.is_end_stream() && discard_limit > 0)
             .then(|| Discarding::new(Box::pin(body)));
-        Box::new(Rejection {
-            retry_after: self.retry_after.clone(),
+        let rejection = Box::new(Rejection {
+            retry_after: HeaderValue::from(self.gate.retry_after_secs()),
             http1,
             discard,
-            discard_limit: self.discard_limit,
-        })
+            discard_limit,
+        });
+        ResponseFuture {
+            kind: Kind::Rejected {
+                rejection: Some(rejection),
+            },
+        }
     }
 }
 
@@ -198,17 +206,16 @@ where
                 guard,
                 http1,
             } => {
-                let response = ready!(future.poll(cx))?;
+                let mut response = ready!(future.poll(cx))?;
                 let guard = guard.take();
-                let closing = *http1
+                if *http1
                     && guard
                         .as_ref()
-                        .is_some_and(|g| g.shutdown().is_shutting_down());
-                let mut response = response.map(|body| GuardedBody::new(body, guard));
-                if closing {
+                        .is_some_and(|g| g.shutdown().is_shutting_down())
+                {
                     close_connection(&mut response);
                 }
-                Poll::Ready(Ok(response))
+                Poll::Ready(Ok(response.map(|body| GuardedBody::new(body, guard))))
             }
             KindProj::Rejected { rejection } => match rejection.take() {
                 Some(rejection) => Poll::Ready(Ok(rejection.into_response())),
