@@ -113,7 +113,7 @@ pub fn run() -> Result<String, String> {
     );
     let labels = [
         "bare: `axum::serve`",
-        "drain: `.with_drain(&shutdown)` + `drain_axum::serve`",
+        "drain: `drain_axum::drained(router, &shutdown)` + `drain_axum::serve`",
         "graceful: `tokio-graceful` guard per request (`from_fn` middleware)",
     ];
     for (mode, &(rps, p99)) in medians.iter().enumerate() {
@@ -202,7 +202,7 @@ pub fn scale() -> Result<String, String> {
     );
     let _ = writeln!(
         out,
-        "{target} HTTP/1.1 connections on 127.0.0.1, each sending `GET /hold` (a handler inside the drain layer that waits until the shutdown is triggered, the request token is cancelled, or 60 s pass), opened by {SCALE_THREADS} client threads; the server's count of requests in flight is read from its `GET /in-flight` (outside the layer); then SIGTERM.\n"
+        "{target} HTTP/1.1 connections on 127.0.0.1, each sending `GET /hold` (a handler inside the drain layer that waits until the shutdown is triggered, the request token is cancelled, or 60 s pass), opened by {SCALE_THREADS} client threads; the server's count of requests in flight is read from its `GET /in-flight` (exempt from the layer); then SIGTERM.\n"
     );
     let _ = writeln!(out, "| measurement | value |\n|---|---|");
     let _ = writeln!(

@@ -3,14 +3,22 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+use std::convert::Infallible;
 use std::fmt;
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, ready};
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
+use pin_project_lite::pin_project;
 use shutdown_core::{Shutdown, ShutdownReport};
 use tokio::net::TcpListener;
+use tower_service::Service;
 use tracing::{error, info, warn};
 
 pub use drain_tower::{DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, GuardedBody, Liveness, Readiness};
@@ -53,6 +61,12 @@ where
 pub trait DrainRouterExt {
     /// Adds [`health_routes`] and wraps every route in a [`DrainLayer`] on `shutdown`.
     /// Call it last, after the routes it should cover.
+    ///
+    /// This is axum's per-route layering (`Router::layer`): it works on a router that
+    /// still waits for its state, and with any way of serving. It costs more per
+    /// request than wrapping the whole router once, because axum clones each route's
+    /// service for every request (the layer adds two boxed clones). To serve with
+    /// [`serve`], use [`drained`] instead, which wraps the whole router.
     fn with_drain(self, shutdown: &Shutdown) -> Self;
 }
 
@@ -66,7 +80,102 @@ where
     }
 }
 
-/// Serves `router` on `listener` until the shutdown is over, and returns the report.
+/// The whole of `router`, plus [`health_routes`], behind one [`DrainLayer`] on
+/// `shutdown`: what [`serve`] serves.
+///
+/// Give the router its state first (`Router::with_state`); layers added to it before
+/// run inside the drain layer, so a rejected request never reaches them.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use shutdown_core::Shutdown;
+///
+/// let shutdown = Shutdown::default();
+/// let app = drain_axum::drained(Router::new().route("/", get(|| async { "hello" })), &shutdown);
+/// assert!(app.shutdown().is_ready());
+/// ```
+pub fn drained(router: Router, shutdown: &Shutdown) -> Drained {
+    Drained::new(router, DrainLayer::new(shutdown.clone()))
+}
+
+/// A router behind a [`DrainLayer`], wrapped as a whole rather than route by route:
+/// from [`drained`] or [`Drained::new`], served by [`serve`] (or by `axum::serve` through
+/// `axum::ServiceExt::into_make_service`).
+///
+/// Each request costs the layer's guard and one reference count for cloning the
+/// service; the response body is boxed once into axum's `Body`.
+#[derive(Clone)]
+pub struct Drained {
+    service: Drain<Router>,
+}
+
+impl Drained {
+    /// `router`, plus [`health_routes`] on the layer's shutdown, behind `layer`: for a
+    /// layer built from a configured `RequestGate` (exempt paths, `Retry-After`,
+    /// discard limit).
+    pub fn new(router: Router, layer: DrainLayer) -> Self {
+        let shutdown = layer.gate().shutdown().clone();
+        let router = router.merge(health_routes(shutdown));
+        Self {
+            service: tower_layer::Layer::layer(&layer, router),
+        }
+    }
+
+    /// The shutdown this service counts its requests on.
+    pub fn shutdown(&self) -> &Shutdown {
+        self.service.gate().shutdown()
+    }
+}
+
+impl fmt::Debug for Drained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drained").finish_non_exhaustive()
+    }
+}
+
+impl Service<Request> for Drained {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = DrainedFuture;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request>::poll_ready(&mut self.service, cx)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request) -> DrainedFuture {
+        DrainedFuture {
+            inner: self.service.call(request),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Drained`].
+    pub struct DrainedFuture {
+        #[pin]
+        inner: drain_tower::ResponseFuture<RouteFuture<Infallible>>,
+    }
+}
+
+impl Future for DrainedFuture {
+    type Output = Result<Response, Infallible>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = ready!(self.project().inner.poll(cx))?;
+        Poll::Ready(Ok(response.map(Body::new)))
+    }
+}
+
+impl fmt::Debug for DrainedFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrainedFuture").finish_non_exhaustive()
+    }
+}
+
+/// Serves `app` on `listener` until the shutdown is over, and returns the report.
 ///
 /// - The listener stays open while the service drains: new requests reach the
 ///   [`DrainLayer`] and get `503` with `Retry-After`, not a refused connection.
@@ -84,11 +193,8 @@ where
 ///
 /// [`ServeError`] when the listener's address cannot be read or the server fails; the
 /// shutdown is then triggered and run, so that cleanup still happens.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: &Shutdown,
-) -> Result<ShutdownReport, ServeError> {
+pub async fn serve(listener: TcpListener, app: Drained) -> Result<ShutdownReport, ServeError> {
+    let shutdown = &app.shutdown().clone();
     let addr = match listener.local_addr() {
         Ok(addr) => addr,
         Err(error) => return Err(fail(shutdown, error).await),
@@ -100,7 +206,8 @@ pub async fn serve(
             shutdown.drain().await;
         }
     };
-    let server = axum::serve(listener, router).with_graceful_shutdown(drained);
+    let server = axum::serve(listener, axum::ServiceExt::into_make_service(app))
+        .with_graceful_shutdown(drained);
     let mut server = pin!(server.into_future());
     tokio::select! {
         result = &mut server => {

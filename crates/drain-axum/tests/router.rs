@@ -1,29 +1,79 @@
-//! `with_drain` and `serve`, in process. The full scenario list runs against a real
+//! `with_drain`, `drained` and `serve`, in process. The full scenario list runs against a real
 //! process in `tests/tests/adapter_axum.rs` (the `e2e-tests` crate).
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use std::convert::Infallible;
+
 use axum::http::{Request, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
-use drain_axum::DrainRouterExt;
+use drain_axum::{DrainLayer, DrainRouterExt};
 use http_body_util::BodyExt;
-use shutdown_core::{Phase, Shutdown, ShutdownConfig};
+use shutdown_core::{Phase, RequestGate, Shutdown, ShutdownConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 fn get_request(path: &str) -> Request<Body> {
     Request::get(path).body(Body::empty()).expect("request")
 }
 
+fn hello() -> Router {
+    Router::new().route("/", get(|| async { "hello" }))
+}
+
 #[tokio::test]
 async fn with_drain_adds_health_routes_and_rejects_during_the_drain() {
     let shutdown = Shutdown::default();
-    let app = Router::new()
-        .route("/", get(|| async { "hello" }))
-        .with_drain(&shutdown);
+    health_routes_and_rejection(hello().with_drain(&shutdown), &shutdown).await;
+}
 
+#[tokio::test]
+async fn drained_adds_health_routes_and_rejects_during_the_drain() {
+    let shutdown = Shutdown::default();
+    health_routes_and_rejection(drain_axum::drained(hello(), &shutdown), &shutdown).await;
+}
+
+#[tokio::test]
+async fn drained_takes_a_configured_layer() {
+    let shutdown = Shutdown::default();
+    let layer = DrainLayer::from_gate(
+        RequestGate::new(shutdown.clone())
+            .with_exempt_paths(["/"])
+            .with_retry_after_secs(3),
+    );
+    let app = drain_axum::Drained::new(hello().route("/other", get(|| async { "other" })), layer);
+    shutdown.request_shutdown("test");
+    let drain = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { shutdown.drain().await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), shutdown.reached(Phase::Draining))
+        .await
+        .expect("drain begins");
+    let exempt = app
+        .clone()
+        .oneshot(get_request("/"))
+        .await
+        .expect("infallible");
+    assert_eq!(exempt.status(), StatusCode::OK, "exempt by the gate's list");
+    let rejected = app
+        .oneshot(get_request("/other"))
+        .await
+        .expect("infallible");
+    assert_eq!(rejected.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(rejected.headers()["retry-after"], "3");
+    drain.await.expect("drain task");
+}
+
+/// The contract of both ways of adding the layer: the guard lives in the body, the
+/// health routes answer, readiness flips, new requests get `503`.
+async fn health_routes_and_rejection<S>(app: S, shutdown: &Shutdown)
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone,
+{
     let response = app
         .clone()
         .oneshot(get_request("/"))
@@ -80,18 +130,17 @@ async fn serve_keeps_answering_during_the_drain_then_stops_and_runs_cleanup() {
     let gate = std::sync::Arc::new(tokio::sync::Notify::new());
     let app = {
         let gate = gate.clone();
-        Router::new()
-            .route(
-                "/slow",
-                get(move || {
-                    let gate = gate.clone();
-                    async move {
-                        gate.notified().await;
-                        "done"
-                    }
-                }),
-            )
-            .with_drain(&shutdown)
+        let app = Router::new().route(
+            "/slow",
+            get(move || {
+                let gate = gate.clone();
+                async move {
+                    gate.notified().await;
+                    "done"
+                }
+            }),
+        );
+        drain_axum::drained(app, &shutdown)
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -102,10 +151,7 @@ async fn serve_keeps_answering_during_the_drain_then_stops_and_runs_cleanup() {
         let closed = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err();
         let _ = cleaned.send(closed);
     });
-    let server = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { drain_axum::serve(listener, app, &shutdown).await }
-    });
+    let server = tokio::spawn(drain_axum::serve(listener, app));
 
     let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
     slow.write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n")

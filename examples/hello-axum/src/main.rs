@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use axum::{Router, routing::get};
-use drain_axum::DrainRouterExt;
 use shutdown_core::{Shutdown, ShutdownConfig};
 
 #[tokio::main]
@@ -26,16 +25,10 @@ async fn main() {
     }
     shutdown.register_cleanup("database", || async { /* pool.close().await */ });
 
-    let app = Router::new()
+    let routes = Router::new()
         .route("/", get(|| async { "hello\n" }))
-        .route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                "done\n"
-            }),
-        )
-        .with_drain(&shutdown);
+        .route("/slow", get(slow));
+    let app = drain_axum::drained(routes, &shutdown);
 
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = match tokio::net::TcpListener::bind(&addr).await {
@@ -45,11 +38,16 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    match drain_axum::serve(listener, app, &shutdown).await {
+    match drain_axum::serve(listener, app).await {
         Ok(report) => std::process::exit(report.exit_code()),
         Err(error) => {
             eprintln!("{error}");
             std::process::exit(1);
         }
     }
+}
+
+async fn slow() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    "done\n"
 }

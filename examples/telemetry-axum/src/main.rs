@@ -9,7 +9,6 @@ use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use drain_axum::DrainRouterExt;
 use drain_metrics::PrometheusMetrics;
 use futures_util::StreamExt;
 use shutdown_core::Shutdown;
@@ -38,22 +37,26 @@ async fn main() {
 
     let app = router(telemetry, prometheus, &shutdown);
     info!(%addr, "listening on {addr}");
-    match drain_axum::serve(listener, app, &shutdown).await {
+    match drain_axum::serve(listener, app).await {
         Ok(report) => std::process::exit(report.exit_code()),
         Err(error) => exit(NAME, 1, error),
     }
 }
 
-fn router(telemetry: Telemetry, prometheus: PrometheusMetrics, shutdown: &Shutdown) -> Router {
-    Router::new()
+fn router(
+    telemetry: Telemetry,
+    prometheus: PrometheusMetrics,
+    shutdown: &Shutdown,
+) -> drain_axum::Drained {
+    let app = Router::new()
         .route("/telemetry", post(ingest))
         .route("/telemetry/{id}", get(lookup))
         .route("/slow", get(slow))
         .route("/stream", get(stream))
         .layer(DefaultBodyLimit::max(READ_LIMIT))
         .with_state(telemetry)
-        .merge(drain_axum::metrics_routes(prometheus))
-        .with_drain(shutdown)
+        .merge(drain_axum::metrics_routes(prometheus));
+    drain_axum::drained(app, shutdown)
 }
 
 async fn ingest(

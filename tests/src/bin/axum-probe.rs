@@ -8,7 +8,6 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::routing::{get, post};
-use drain_axum::DrainRouterExt;
 use drain_metrics::DrainMetrics;
 use drain_metrics::prometheus::PrometheusMetrics;
 use futures_util::stream;
@@ -60,11 +59,11 @@ async fn main() {
             "/upload",
             post(|body: Bytes| async move { format!("received {} bytes", body.len()) }),
         )
-        .merge(drain_axum::metrics_routes(metrics))
-        .with_drain(&shutdown);
+        .merge(drain_axum::metrics_routes(metrics));
+    let app = drain_axum::drained(app, &shutdown);
 
     println!("listening on {addr}");
-    match drain_axum::serve(listener, app, &shutdown).await {
+    match drain_axum::serve(listener, app).await {
         Ok(report) => {
             println!("exit_code={}", report.exit_code());
             std::process::exit(report.exit_code());

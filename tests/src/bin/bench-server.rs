@@ -2,7 +2,8 @@
 //! one axum router with `GET /` (a short static body), served three ways.
 //!
 //! - `BENCH_MODE=bare`: plain axum, `axum::serve`, stopped by SIGTERM.
-//! - `BENCH_MODE=drain`: the same router `.with_drain(&shutdown)`, `drain_axum::serve`.
+//! - `BENCH_MODE=drain`: the same router through `drain_axum::drained` (the whole router
+//!   behind one `DrainLayer`) and `drain_axum::serve`.
 //!   Two more routes for the scale run: `GET /hold` (inside the drain layer) waits until
 //!   the shutdown is triggered, the request token is cancelled, or 60 s pass; and
 //!   `GET /in-flight` (outside the layer) answers the number of requests in flight.
@@ -20,8 +21,8 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use drain_axum::DrainRouterExt;
-use shutdown_core::{Shutdown, ShutdownConfig};
+use drain_axum::{DEFAULT_EXEMPT_PATHS, DrainLayer};
+use shutdown_core::{RequestGate, Shutdown, ShutdownConfig};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -118,13 +119,17 @@ async fn drain(listener: TcpListener, addr: &str) -> i32 {
             async move { count.to_string() }
         }
     };
-    let app = router()
-        .route("/hold", get(hold))
-        .with_drain(&shutdown)
-        // Merged after the layer: not counted as a request in flight itself.
-        .merge(Router::new().route("/in-flight", get(in_flight)));
+    // `/in-flight` is exempt, like the probes: it does not count itself.
+    let exempt = DEFAULT_EXEMPT_PATHS.into_iter().chain(["/in-flight"]);
+    let layer = DrainLayer::from_gate(RequestGate::new(shutdown.clone()).with_exempt_paths(exempt));
+    let app = drain_axum::Drained::new(
+        router()
+            .route("/hold", get(hold))
+            .route("/in-flight", get(in_flight)),
+        layer,
+    );
     println!("listening on {addr}");
-    match drain_axum::serve(listener, app, &shutdown).await {
+    match drain_axum::serve(listener, app).await {
         Ok(report) => report.exit_code(),
         Err(error) => {
             eprintln!("{error}");
