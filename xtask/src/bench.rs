@@ -1,8 +1,10 @@
 //! `cargo xtask bench`: runs the benchmarks and writes `docs/bench-summary.md`, a
 //! summary table with the machine and the date, which `docs/performance.md` links to.
 //!
-//! - criterion: `enter_exit` (shutdown-core, 1 and 2 threads) and `per_request`
-//!   (drain-tower), medians read from `target/criterion/*/new/estimates.json`;
+//! - criterion: `enter_exit` (shutdown-core, 1 and 2 threads), `per_request`
+//!   (drain-tower) and `axum_router` (drain-axum), medians read from
+//!   `target/criterion/*/new/estimates.json`;
+//! - the layer's allocations and heap bytes per request (`layer-cost`, dhat);
 //! - drain latency: `cargo bench -p shutdown-core --bench drain_latency` (1000 drains);
 //! - shutdown latency: SIGTERM to process exit of `telemetry-axum` (release build) with
 //!   nothing in flight, 20 runs;
@@ -73,6 +75,27 @@ fn bench() -> Result<(), String> {
         "2",
         "--measurement-time",
         "5",
+    ])?;
+    cargo(&[
+        "bench",
+        "-p",
+        "drain-axum",
+        "--bench",
+        "router",
+        "--",
+        "--warm-up-time",
+        "1",
+        "--measurement-time",
+        "4",
+    ])?;
+    let layer_cost = cargo(&[
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "e2e-tests",
+        "--bin",
+        "layer-cost",
     ])?;
     let drain = cargo(&["bench", "-p", "shutdown-core", "--bench", "drain_latency"])?;
     let drain_row = drain
@@ -147,9 +170,20 @@ fn bench() -> Result<(), String> {
     }
     let drain_layer = median("per_request", "drain_layer")?;
     let metrics = median("per_request", "drain_layer_metrics")? - drain_layer;
+    let mut slower_than = Vec::new();
+    for name in ["tokio_graceful", "task_tracker", "concurrency_limit"] {
+        if median("per_request", name)? <= drain_layer {
+            slower_than.push(format!("`{name}`"));
+        }
+    }
+    let alternatives = if slower_than.is_empty() {
+        "met".to_owned()
+    } else {
+        format!("not met: slower than {}", slower_than.join(", "))
+    };
     let _ = writeln!(
         summary,
-        "\nTargets: `drain_layer` within 1.25x of `arc_counter_layer` ({:.2}x: {}), faster than each alternative, metrics observer at most 30 ns ({metrics:.1} ns: {}).\n",
+        "\nTargets: `drain_layer` within 1.25x of `arc_counter_layer` ({:.2}x: {}), faster than each alternative (1 thread: {alternatives}), metrics observer at most 30 ns ({metrics:.1} ns: {}).\n",
         drain_layer / floor,
         if drain_layer / floor <= 1.25 {
             "met"
@@ -160,13 +194,80 @@ fn bench() -> Result<(), String> {
     );
     let _ = writeln!(
         summary,
+        "## `axum_router` (drain-axum): one request through an axum `Router`, in process\n"
+    );
+    let _ = writeln!(summary, "| row | time | to `bare` |\n|---|---|---|");
+    let router_bare = median("axum_router", "bare")?;
+    for name in ["bare", "with_drain", "drained"] {
+        let t = median("axum_router", name)?;
+        let _ = writeln!(
+            summary,
+            "| `{name}` | {t:.1} ns | {:.2}x (+{:.0} ns) |",
+            t / router_bare,
+            t - router_bare
+        );
+    }
+    let _ = writeln!(
+        summary,
+        "\n`with_drain` layers route by route (axum clones each route's boxed service per request); `drained` wraps the whole router once.\n"
+    );
+    let _ = writeln!(
+        summary,
+        "## Allocations and heap per request (`layer-cost`, dhat)\n\nRequests on `/` run to the end of their body (allocations); 1000 requests parked in a `/hold` handler, each boxed like a connection task (heap bytes in flight, what the layer's state adds inline included).\n\n{}",
+        layer_cost.trim_end()
+    );
+    let _ = writeln!(summary);
+    let _ = writeln!(
+        summary,
         "## Latencies\n\n| measurement | median / p50 | p99 / max | target |\n|---|---|---|---|\n{drain_row}\n{shutdown_row}"
     );
     let _ = writeln!(summary, "\n{end_to_end}\n\n{scale}");
     fs::write("docs/bench-summary.md", &summary)
         .map_err(|e| format!("docs/bench-summary.md: {e}"))?;
+    include_in_performance_md(&summary)?;
     println!("\n{summary}\nwritten to docs/bench-summary.md");
     Ok(())
+}
+
+const SUMMARY_START: &str = "<!-- bench-summary:start -->";
+const SUMMARY_END: &str = "<!-- bench-summary:end -->";
+
+/// Copies the summary into `docs/performance.md`, between its markers.
+fn include_in_performance_md(summary: &str) -> Result<(), String> {
+    let path = "docs/performance.md";
+    let page = fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let page = with_summary(&page, summary).map_err(|e| format!("{path}: {e}"))?;
+    fs::write(path, page).map_err(|e| format!("{path}: {e}"))
+}
+
+/// `page` with what is between the summary markers replaced by `summary`, its headings
+/// one level down and without its title.
+fn with_summary(page: &str, summary: &str) -> Result<String, String> {
+    let (Some(start), Some(end)) = (page.find(SUMMARY_START), page.find(SUMMARY_END)) else {
+        return Err(format!(
+            "the markers {SUMMARY_START} / {SUMMARY_END} are missing"
+        ));
+    };
+    if end < start {
+        return Err(format!("{SUMMARY_END} comes before {SUMMARY_START}"));
+    }
+    let body: String = summary
+        .lines()
+        .filter(|line| !line.starts_with("# "))
+        .map(|line| {
+            if line.starts_with('#') {
+                format!("#{line}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    Ok(format!(
+        "{}{SUMMARY_START}\n{}\n{}",
+        &page[..start],
+        body.trim(),
+        &page[end..]
+    ))
 }
 
 fn target_dir() -> PathBuf {
@@ -270,4 +371,31 @@ fn today() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "unknown date".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_replaces_what_is_between_the_markers() {
+        let page = format!("# Perf\n\ntext\n\n{SUMMARY_START}\nold\n{SUMMARY_END}\nafter\n");
+        let summary = "# Benchmark summary\n\nWritten today.\n\n## Latencies\n\n| a |\n";
+        let page = with_summary(&page, summary).expect("markers present");
+        assert_eq!(
+            page,
+            format!(
+                "# Perf\n\ntext\n\n{SUMMARY_START}\nWritten today.\n\n### Latencies\n\n| a |\n{SUMMARY_END}\nafter\n"
+            )
+        );
+        let again = with_summary(&page, summary).expect("markers kept");
+        assert_eq!(again, page, "running twice changes nothing");
+    }
+
+    #[test]
+    fn missing_or_swapped_markers_are_errors() {
+        assert!(with_summary("no markers", "# s").is_err());
+        let swapped = format!("{SUMMARY_END}\n{SUMMARY_START}\n");
+        assert!(with_summary(&swapped, "# s").is_err());
+    }
 }

@@ -243,7 +243,7 @@ pub fn scale() -> Result<String, String> {
     );
     let _ = writeln!(
         out,
-        "\nThe memory figure is the whole process's RSS (the kernel's socket buffers are not in it): it is mostly hyper's per-connection state (read and write buffers, the connection task) plus axum's routing and the handler's future, not the drain layer alone, whose per-request state is the guard carried in the response future and body. `/hold` is released when the shutdown is triggered (as well as by the request token or after 60 s): waiting for the request token alone would make the drain last exactly `SHUTDOWN_TIMEOUT` and interrupt every request. The ramp time (tens of seconds) is likely the listen backlog (1024 in tokio) overflowing while {target} connections arrive at once, with clients retrying their SYNs; it is not part of any figure above.\n"
+        "\nThe memory figure is the whole process's RSS (the kernel's socket buffers are not in it): it is mostly hyper's per-connection state (read and write buffers, the connection task) plus axum's routing and the handler's future, not the drain layer alone: the layer's own share is in the `layer-cost` table above (no allocation of `DrainLayer`'s, a few bytes inline per request in flight). `/hold` is released when the shutdown is triggered (as well as by the request token or after 60 s): waiting for the request token alone would make the drain last exactly `SHUTDOWN_TIMEOUT` and interrupt every request. The ramp time (tens of seconds) is likely the listen backlog (1024 in tokio) overflowing while {target} connections arrive at once, with clients retrying their SYNs; it is not part of any figure above.\n"
     );
     for note in notes {
         let _ = writeln!(out, "Note: {note}.\n");
