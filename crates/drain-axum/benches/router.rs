@@ -5,30 +5,35 @@
 //! - `bare`: the router alone.
 //! - `with_drain`: `DrainRouterExt::with_drain`, the layer added route by route
 //!   (`Router::layer`); axum clones each route's boxed service for every request.
-//! - `drained`: `drain_axum::drained`, the whole router behind one layer.
+//! - `drained`: `drain_axum::drained`, the whole router behind one layer, as a
+//!   `Service<Request>` for `axum::serve` (its response body boxed into axum's `Body`);
+//! - `drained_unboxed`: the same stack as `drain_axum::serve` runs it, handing hyper the
+//!   `GuardedBody<Body>` as it is.
 
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::extract::Request;
-use axum::response::Response;
+use axum::http::Response;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
-use drain_axum::DrainRouterExt;
+use drain_axum::{DrainLayer, DrainRouterExt};
 use http_body_util::BodyExt;
 use shutdown_core::Shutdown;
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 fn router() -> Router {
     Router::new().route("/", get(|| async { "hello, bench" }))
 }
 
-async fn one_request<S>(service: &S)
+async fn one_request<S, B>(service: &S)
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone,
+    S: Service<Request, Response = Response<B>, Error = Infallible> + Clone,
+    B: HttpBody,
+    B::Error: std::fmt::Debug,
 {
     let request = Request::get("/").body(Body::empty()).expect("request");
     let Ok(response) = service.clone().oneshot(request).await;
@@ -55,17 +60,22 @@ fn bench_router(c: &mut Criterion) {
         "drained",
         drain_axum::drained(router(), &shutdown),
     );
+    let unboxed = DrainLayer::new(shutdown.clone())
+        .layer(router().merge(drain_axum::health_routes(shutdown.clone())));
+    bench(&mut group, &runtime, "drained_unboxed", unboxed);
     group.finish();
     assert_eq!(shutdown.in_flight(), 0, "every guard was released");
 }
 
-fn bench<S>(
+fn bench<S, B>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     runtime: &tokio::runtime::Runtime,
     name: &str,
     service: S,
 ) where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone,
+    S: Service<Request, Response = Response<B>, Error = Infallible> + Clone,
+    B: HttpBody,
+    B::Error: std::fmt::Debug,
 {
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {

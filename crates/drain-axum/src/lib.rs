@@ -5,21 +5,26 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::future::RouteFuture;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
 use shutdown_core::{Shutdown, ShutdownReport};
 use tokio::net::TcpListener;
 use tower_service::Service;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use drain_tower::{DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, GuardedBody, Liveness, Readiness};
 
@@ -181,7 +186,8 @@ impl fmt::Debug for DrainedFuture {
 /// - The listener stays open while the service drains: new requests reach the
 ///   [`DrainLayer`] and get `503` with `Retry-After`, not a refused connection.
 /// - When the drain ends (the last request has finished, or `SHUTDOWN_TIMEOUT` has
-///   passed), axum stops accepting and closes its connections; it is given
+///   passed), the server stops accepting and closes its connections gracefully (idle
+///   keep-alive connections at once, HTTP/2 with a `GOAWAY`); it is given
 ///   [`ShutdownConfig::server_stop_timeout`](shutdown_core::ShutdownConfig::server_stop_timeout)
 ///   for that, after which its remaining connections (a handler still running past the
 ///   deadline, a never-ending stream) are abandoned rather than waited for.
@@ -190,47 +196,83 @@ impl fmt::Debug for DrainedFuture {
 ///
 /// Install the signal handlers (`shutdown-signal`) before calling it.
 ///
+/// The accept loop is axum's (hyper's automatic HTTP/1 and HTTP/2 builder, upgrades
+/// enabled, accept errors retried), except that the response bodies are handed to
+/// hyper as they are instead of being boxed into axum's `Body`: one allocation fewer
+/// per request. It does not provide axum's `ConnectInfo`; serve the [`Drained`]
+/// service with `axum::serve` and `into_make_service_with_connect_info` where a
+/// handler needs the peer address, and run the shutdown yourself.
+///
 /// # Errors
 ///
 /// [`ServeError`] when the listener's address cannot be read or the server fails; the
 /// shutdown is then triggered and run, so that cleanup still happens.
 pub async fn serve(listener: TcpListener, app: Drained) -> Result<ShutdownReport, ServeError> {
-    let shutdown = &app.shutdown().clone();
+    let shutdown = app.shutdown().clone();
     let addr = match listener.local_addr() {
         Ok(addr) => addr,
-        Err(error) => return Err(fail(shutdown, error).await),
+        Err(error) => return Err(fail(&shutdown, error).await),
     };
     info!(%addr, "serving; the listener stays open until the drain has ended");
-    let drained = {
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.drain().await;
-        }
-    };
-    let server = axum::serve(listener, axum::ServiceExt::into_make_service(app))
-        .with_graceful_shutdown(drained);
-    let mut server = pin!(server.into_future());
-    tokio::select! {
-        result = &mut server => {
-            // axum returns only after its graceful-shutdown future, which waits for the
-            // drain: ending first means it failed.
-            if let Err(error) = result {
-                return Err(fail(shutdown, error).await);
-            }
-        }
-        _ = shutdown.drain() => {
-            let stop = shutdown.config().server_stop_timeout();
-            match tokio::time::timeout(stop, &mut server).await {
-                Ok(Ok(())) => info!("server stopped"),
-                Ok(Err(error)) => return Err(fail(shutdown, error).await),
-                Err(_) => warn!(
-                    timeout_ms = u64::try_from(stop.as_millis()).unwrap_or(u64::MAX),
-                    "the server did not close its connections in time; abandoning them"
-                ),
+    // axum's own accept loop, without its conversion of every response body into a
+    // boxed `Body`: hyper takes `GuardedBody<Body>` as it is.
+    let connections = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    // As axum: the CONNECT protocol, for WebSockets over HTTP/2.
+    builder.http2().enable_connect_protocol();
+    {
+        let mut drained = pin!(shutdown.drain());
+        loop {
+            tokio::select! {
+                _ = &mut drained => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let service = TowerToHyperService::new(app.service.clone());
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        let connection = connections.watch(connection);
+                        tokio::spawn(async move {
+                            if let Err(error) = connection.await {
+                                debug!(error = %error, "connection ended with an error");
+                            }
+                        });
+                    }
+                    // The peer gave up before the connection was accepted.
+                    Err(error) if is_connection_error(&error) => {}
+                    // Out of file descriptors, or worse: retry, as axum does.
+                    Err(error) => {
+                        error!(error = %error, "accepting a connection failed; retrying in 1 s");
+                        tokio::select! {
+                            _ = &mut drained => break,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                },
             }
         }
     }
+    drop(listener);
+    // Idle keep-alive connections close now, HTTP/2 ones get a GOAWAY, busy ones close
+    // after their response.
+    let stop = shutdown.config().server_stop_timeout();
+    match tokio::time::timeout(stop, connections.shutdown()).await {
+        Ok(()) => info!("server stopped"),
+        Err(_) => warn!(
+            timeout_ms = u64::try_from(stop.as_millis()).unwrap_or(u64::MAX),
+            "the server did not close its connections in time; abandoning them"
+        ),
+    }
     Ok(shutdown.run().await)
+}
+
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
 /// Triggers and runs the shutdown after a failure, so that the cleanup tasks still close
