@@ -71,7 +71,8 @@ pub trait DrainRouterExt {
     /// still waits for its state, and with any way of serving. It costs more per
     /// request than wrapping the whole router once, because axum clones each route's
     /// boxed service for every request (five more allocations per request, where
-    /// [`drained`] adds one). To serve with [`serve`], use [`drained`].
+    /// [`drained`] served by [`serve`] adds none). To serve with [`serve`], use
+    /// [`drained`].
     fn with_drain(self, shutdown: &Shutdown) -> Self;
 }
 
@@ -108,8 +109,8 @@ pub fn drained(router: Router, shutdown: &Shutdown) -> Drained {
 /// `axum::ServiceExt::into_make_service`).
 ///
 /// Each request costs the layer's guard and one reference count for cloning the
-/// service; the response body is boxed once into axum's `Body` (`axum::serve` takes
-/// `Response<Body>`).
+/// service. Under [`serve`] nothing is allocated for it; as a `Service<Request>` (for
+/// `axum::serve` or tests) the response body is boxed once into axum's `Body`.
 #[derive(Clone)]
 pub struct Drained {
     service: Drain<Router>,

@@ -20,6 +20,21 @@ fn get_request(path: &str) -> Request<Body> {
     Request::get(path).body(Body::empty()).expect("request")
 }
 
+/// Triggers the shutdown and waits until the drain has begun; the task ends with it.
+async fn begin_drain(shutdown: &Shutdown) -> tokio::task::JoinHandle<()> {
+    shutdown.request_shutdown("test");
+    let drain = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.drain().await;
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), shutdown.reached(Phase::Draining))
+        .await
+        .expect("drain begins");
+    drain
+}
+
 fn hello() -> Router {
     Router::new().route("/", get(|| async { "hello" }))
 }
@@ -45,14 +60,7 @@ async fn drained_takes_a_configured_layer() {
             .with_retry_after_secs(3),
     );
     let app = drain_axum::Drained::new(hello().route("/other", get(|| async { "other" })), layer);
-    shutdown.request_shutdown("test");
-    let drain = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { shutdown.drain().await }
-    });
-    tokio::time::timeout(Duration::from_secs(10), shutdown.reached(Phase::Draining))
-        .await
-        .expect("drain begins");
+    let drain = begin_drain(&shutdown).await;
     let exempt = app
         .clone()
         .oneshot(get_request("/"))
@@ -97,14 +105,7 @@ where
         .expect("infallible");
     assert_eq!(ready.status(), StatusCode::OK);
 
-    shutdown.request_shutdown("test");
-    let drain = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { shutdown.drain().await }
-    });
-    tokio::time::timeout(Duration::from_secs(10), shutdown.reached(Phase::Draining))
-        .await
-        .expect("drain begins");
+    let drain = begin_drain(&shutdown).await;
 
     let ready = app
         .clone()
