@@ -105,7 +105,7 @@ where
         .expect("infallible");
     assert_eq!(ready.status(), StatusCode::OK);
 
-    let drain = begin_drain(&shutdown).await;
+    let drain = begin_drain(shutdown).await;
 
     let ready = app
         .clone()
