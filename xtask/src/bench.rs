@@ -156,6 +156,8 @@ fn bench() -> Result<(), String> {
         "tokio_graceful",
         "task_tracker",
         "concurrency_limit",
+        "task_tracker_body",
+        "semaphore_body",
     ] {
         let t = median("per_request", name)?;
         let t2 = median("per_request_2_threads", name)?;
@@ -171,7 +173,13 @@ fn bench() -> Result<(), String> {
     let drain_layer = median("per_request", "drain_layer")?;
     let metrics = median("per_request", "drain_layer_metrics")? - drain_layer;
     let mut slower_than = Vec::new();
-    for name in ["tokio_graceful", "task_tracker", "concurrency_limit"] {
+    for name in [
+        "tokio_graceful",
+        "task_tracker",
+        "concurrency_limit",
+        "task_tracker_body",
+        "semaphore_body",
+    ] {
         if median("per_request", name)? <= drain_layer {
             slower_than.push(format!("`{name}`"));
         }

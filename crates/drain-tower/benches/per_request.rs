@@ -13,6 +13,10 @@
 //! - `tokio_graceful`: the same body wrapper holding a `tokio-graceful` guard per request.
 //! - `task_tracker`: tokio-util's `TaskTracker::track_future` around the inner future.
 //! - `concurrency_limit`: tower's `ConcurrencyLimitLayer` with a limit never reached.
+//! - `task_tracker_body`, `semaphore_body`: the last two alternatives' primitives held
+//!   the way a drain must hold them, in the body wrapper until the body ends: a
+//!   `TaskTracker` token, and an owned permit of a tokio `Semaphore` (what
+//!   `ConcurrencyLimit` holds). Like for like with the body-held rows above.
 //!
 //! Group `per_request` runs them on one thread; `per_request_2_threads` runs each on two
 //! threads at once, sharing the same state (contended).
@@ -37,6 +41,7 @@ use http_body_util::{BodyExt, Full};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use shutdown_core::Shutdown;
 use tokio::runtime::Runtime;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tower::limit::ConcurrencyLimitLayer;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
@@ -172,6 +177,28 @@ impl Enter for Graceful {
     }
 }
 
+/// A `TaskTracker` token per request.
+#[derive(Clone)]
+struct Tracked(TaskTracker);
+
+impl Enter for Tracked {
+    type Guard = tokio_util::task::task_tracker::TaskTrackerToken;
+    fn enter(&self) -> Self::Guard {
+        self.0.token()
+    }
+}
+
+/// An owned permit of a semaphore whose capacity is never reached.
+#[derive(Clone)]
+struct Permits(Arc<Semaphore>);
+
+impl Enter for Permits {
+    type Guard = Option<OwnedSemaphorePermit>;
+    fn enter(&self) -> Self::Guard {
+        Arc::clone(&self.0).try_acquire_owned().ok()
+    }
+}
+
 #[derive(Clone)]
 struct GuardLayer<E>(E);
 
@@ -291,6 +318,7 @@ fn per_request(c: &mut Criterion) {
             .build()
     });
     let tracker = TaskTracker::new();
+    let semaphore = Arc::new(Semaphore::new(1 << 20));
 
     let mut group = c.benchmark_group("per_request");
     bench(&mut group, &runtime, "bare", inner());
@@ -336,6 +364,18 @@ fn per_request(c: &mut Criterion) {
         "concurrency_limit",
         ConcurrencyLimitLayer::new(1 << 20).layer(inner()),
     );
+    bench(
+        &mut group,
+        &runtime,
+        "task_tracker_body",
+        GuardLayer(Tracked(tracker.clone())).layer(inner()),
+    );
+    bench(
+        &mut group,
+        &runtime,
+        "semaphore_body",
+        GuardLayer(Permits(Arc::clone(&semaphore))).layer(inner()),
+    );
     group.finish();
 
     let mut group = c.benchmark_group("per_request_2_threads");
@@ -373,6 +413,16 @@ fn per_request(c: &mut Criterion) {
         "concurrency_limit",
         ConcurrencyLimitLayer::new(1 << 20).layer(inner()),
     );
+    bench_two_threads(
+        &mut group,
+        "task_tracker_body",
+        GuardLayer(Tracked(tracker.clone())).layer(inner()),
+    );
+    bench_two_threads(
+        &mut group,
+        "semaphore_body",
+        GuardLayer(Permits(Arc::clone(&semaphore))).layer(inner()),
+    );
     group.finish();
 
     // Every guard was released, and the observer really recorded.
@@ -380,6 +430,7 @@ fn per_request(c: &mut Criterion) {
     assert_eq!(observed.in_flight(), 0);
     assert_eq!(counter.0.load(Ordering::Acquire), 0);
     assert!(tracker.is_empty());
+    assert_eq!(semaphore.available_permits(), 1 << 20);
     assert!(prometheus.render().contains("in_flight_requests 0"));
 }
 
