@@ -426,25 +426,9 @@ fn read_status(stream: &mut TcpStream) -> Option<u16> {
         .and_then(|code| code.parse().ok())
 }
 
-/// One `GET` on a new connection; the body (the response is read to its end).
+/// One `GET` on a new connection; the body.
 fn get_body(addr: SocketAddr, path: &str) -> Result<String, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: loopback\r\nconnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .ok_or_else(|| format!("GET {path}: no response"))
+    crate::http::get(addr, path, IO_TIMEOUT).map(|(_, body)| body)
 }
 
 fn build() -> Result<PathBuf, String> {

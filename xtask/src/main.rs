@@ -9,6 +9,7 @@
 
 mod bench;
 mod bench_e2e;
+mod http;
 mod rolling_restart;
 
 use std::env;

@@ -7,8 +7,7 @@
 //! `/slow?ms=5`, a request that goes through the drain middleware).
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -247,27 +246,7 @@ fn wait_until(bound: Duration, what: &str, mut check: impl FnMut() -> bool) -> R
 
 /// One `GET` on a new connection; the status code.
 fn get(addr: SocketAddr, path: &str) -> Result<u16, String> {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: loopback\r\nconnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|e| e.to_string())?;
-    let head = String::from_utf8_lossy(&response);
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("no status line in {:?}", head.lines().next().unwrap_or("")))
+    crate::http::get(addr, path, IO_TIMEOUT).map(|(status, _)| status)
 }
 
 struct Load {
