@@ -1,15 +1,23 @@
 //! The in-flight request tracker: one atomic word, no lock, no allocation.
 //!
 //! The word holds the draining flag in its highest bit and the number of requests in
-//! flight in the bits below. Entering is a compare-exchange that fails once the flag is
+//! flight in the low bits. Entering is a compare-exchange that fails once the flag is
 //! set, so no request can start after the drain has observed zero: the flag and the
 //! count are read and written together, never one after the other.
 //!
 //! The guard that brings the count to zero while the flag is set wakes the drain waiter
 //! through a [`Notify`]; nothing polls.
+//!
+//! The same word keeps the tracker alive. The tracker has its own allocation, owned
+//! together by the [`Shutdown`](crate::Shutdown) handles (one `OWNED` bit) and by the
+//! guards (the count), and freed by whichever of them leaves last. So a
+//! [`RequestGuard`] that outlives every handle is still sound, and taking one costs the
+//! compare-exchange alone: no reference count besides the count of requests, which has
+//! to change anyway.
 
 use std::fmt;
 use std::pin::pin;
+use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 use tokio::sync::Notify;
@@ -21,8 +29,28 @@ use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+/// New requests are refused.
 const DRAINING: usize = 1 << (usize::BITS - 1);
-const COUNT: usize = !DRAINING;
+/// The shutdown has been triggered: responses ask HTTP/1.1 clients to reconnect.
+const SHUTTING_DOWN: usize = 1 << (usize::BITS - 2);
+/// The handles still hold the tracker.
+const OWNED: usize = 1 << (usize::BITS - 3);
+/// The last request out while draining is waking the waiter, and holds the tracker
+/// until it is done.
+const WAKING: usize = 1 << (usize::BITS - 4);
+/// Requests in flight.
+const COUNT: usize = WAKING - 1;
+
+/// What a request leaving must do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Nothing.
+    Done,
+    /// Wake the drain waiter, then call [`State::finish_wake`].
+    Wake,
+    /// Free the tracker: this was its last holder.
+    Free,
+}
 
 /// The atomic state machine, without the wake-up: what `loom` checks.
 #[derive(Debug)]
@@ -31,9 +59,10 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Held by the handles, nothing in flight.
     pub(crate) fn new() -> Self {
         Self {
-            word: AtomicUsize::new(0),
+            word: AtomicUsize::new(OWNED),
         }
     }
 
@@ -57,17 +86,61 @@ impl State {
         }
     }
 
-    /// Counts a request out. Returns `true` when this was the last request out while
-    /// draining: the caller must then wake the drain waiter.
+    /// Counts a request out. The last one out while draining, with the handles still
+    /// there (someone may wait), keeps the tracker alive as `WAKING` until it has woken
+    /// the waiter; the last holder of all frees it.
     #[inline]
-    pub(crate) fn exit(&self) -> bool {
-        let previous = self.word.fetch_sub(1, Ordering::AcqRel);
-        previous == DRAINING | 1
+    pub(crate) fn exit(&self) -> Exit {
+        let mut current = self.word.load(Ordering::Relaxed);
+        loop {
+            debug_assert!(current & COUNT != 0, "a request left that never entered");
+            let wake = current & (DRAINING | OWNED | COUNT) == DRAINING | OWNED | 1;
+            let next = if wake {
+                (current - 1) | WAKING
+            } else {
+                current - 1
+            };
+            match self.word.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) if wake => return Exit::Wake,
+                Ok(_) if next & (OWNED | WAKING | COUNT) == 0 => return Exit::Free,
+                Ok(_) => return Exit::Done,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Ends the `WAKING` hold of [`Exit::Wake`]. Returns `true` when the handles have
+    /// all gone meanwhile: the caller must free the tracker.
+    pub(crate) fn finish_wake(&self) -> bool {
+        let previous = self.word.fetch_and(!WAKING, Ordering::AcqRel);
+        previous & (OWNED | COUNT) == 0
+    }
+
+    /// The handles let go of the tracker. Returns `true` when nothing else holds it: the
+    /// caller must free it.
+    pub(crate) fn release_owner(&self) -> bool {
+        let previous = self.word.fetch_and(!OWNED, Ordering::AcqRel);
+        previous & (WAKING | COUNT) == 0
     }
 
     /// Sets the draining flag. Returns the number of requests in flight at that moment.
     pub(crate) fn begin_drain(&self) -> usize {
         self.word.fetch_or(DRAINING, Ordering::AcqRel) & COUNT
+    }
+
+    /// Marks the shutdown as triggered, for [`RequestGuard::is_shutting_down`].
+    pub(crate) fn begin_shutdown(&self) {
+        self.word.fetch_or(SHUTTING_DOWN, Ordering::Release);
+    }
+
+    #[inline]
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.word.load(Ordering::Acquire) & SHUTTING_DOWN != 0
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -79,13 +152,13 @@ impl State {
     }
 
     pub(crate) fn is_drained(&self) -> bool {
-        self.word.load(Ordering::Acquire) == DRAINING
+        self.word.load(Ordering::Acquire) & (DRAINING | COUNT) == DRAINING
     }
 }
 
-/// The tracker as the rest of the crate uses it: the state word, the wake-up, and the
-/// count of rejected requests. Aligned so that the hot word does not share a cache
-/// line with the `Arc` reference count or anything else in the handle.
+/// The tracker as the rest of the crate uses it: the state word, the wake-up, the
+/// count of rejected requests and the observer. Aligned so that the hot word does not
+/// share a cache line with anything else.
 #[repr(align(128))]
 pub(crate) struct InFlight {
     state: State,
@@ -94,8 +167,14 @@ pub(crate) struct InFlight {
     pub(crate) observer: OnceLock<Box<dyn ShutdownObserver>>,
 }
 
+// Guards reach the tracker through a pointer (see `RequestGuard`): it must be shareable.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<InFlight>();
+};
+
 impl InFlight {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         Self {
             state: State::new(),
             rejected: AtomicU64::new(0),
@@ -105,7 +184,7 @@ impl InFlight {
     }
 
     #[inline]
-    pub(crate) fn try_enter(&self) -> bool {
+    fn try_enter(&self) -> bool {
         if !self.state.try_enter() {
             self.reject();
             return false;
@@ -125,26 +204,56 @@ impl InFlight {
         }
     }
 
+    /// Counts a request out.
+    ///
+    /// # Safety
+    ///
+    /// `tracker` is live and holds the caller's request, which leaves exactly once
+    /// here. The tracker may be freed by this call: the caller must not use it after.
     #[inline]
-    pub(crate) fn exit(&self) {
+    unsafe fn exit(tracker: NonNull<Self>) {
+        // SAFETY: live until `state.exit` gives up the caller's hold, below.
+        let this = unsafe { tracker.as_ref() };
         // Observed before the count drops, so that an observer's figures never show a
         // request as finished after the drain has reported zero.
-        if let Some(observer) = self.observer.get() {
+        if let Some(observer) = this.observer.get() {
             observer.request_finished();
         }
-        if self.state.exit() {
-            self.wake_drain();
+        match this.state.exit() {
+            Exit::Done => {}
+            // SAFETY: as for this function; `exit` was the caller's last use.
+            exit => unsafe { Self::exit_slow(tracker, exit) },
         }
     }
 
+    /// # Safety
+    ///
+    /// As for [`exit`](Self::exit), which handed over `outcome`.
     #[cold]
     #[inline(never)]
-    fn wake_drain(&self) {
-        self.drained.notify_waiters();
+    unsafe fn exit_slow(tracker: NonNull<Self>, outcome: Exit) {
+        let free = match outcome {
+            Exit::Done => false,
+            Exit::Free => true,
+            Exit::Wake => {
+                // SAFETY: `WAKING` keeps the tracker alive until `finish_wake`.
+                let this = unsafe { tracker.as_ref() };
+                this.drained.notify_waiters();
+                this.state.finish_wake()
+            }
+        };
+        if free {
+            // SAFETY: nothing else holds the tracker, which `TrackerOwner::new` boxed.
+            drop(unsafe { Box::from_raw(tracker.as_ptr()) });
+        }
     }
 
     pub(crate) fn begin_drain(&self) -> usize {
         self.state.begin_drain()
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.state.begin_shutdown();
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -183,6 +292,59 @@ impl fmt::Debug for InFlight {
     }
 }
 
+/// The handles' hold on the tracker: one, in the state that every
+/// [`Shutdown`](crate::Shutdown) clone shares. Dropping it lets go of the `OWNED` bit;
+/// the tracker itself lives on while guards hold it.
+pub(crate) struct TrackerOwner {
+    tracker: NonNull<InFlight>,
+}
+
+// SAFETY: only shared references to the `Send + Sync` tracker are handed out.
+unsafe impl Send for TrackerOwner {}
+// SAFETY: as above.
+unsafe impl Sync for TrackerOwner {}
+
+impl TrackerOwner {
+    pub(crate) fn new() -> Self {
+        Self {
+            tracker: NonNull::from(Box::leak(Box::new(InFlight::new()))),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn try_enter(&self) -> Option<RequestGuard> {
+        // `then`, not `then_some`: a guard built and dropped on refusal would leave.
+        InFlight::try_enter(self).then(|| RequestGuard {
+            tracker: self.tracker,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn try_enter_scoped(&self) -> Option<ScopedRequestGuard<'_>> {
+        let tracker: &InFlight = self;
+        tracker.try_enter().then(|| ScopedRequestGuard { tracker })
+    }
+}
+
+impl std::ops::Deref for TrackerOwner {
+    type Target = InFlight;
+
+    #[inline]
+    fn deref(&self) -> &InFlight {
+        // SAFETY: the `OWNED` bit keeps the tracker alive as long as `self`.
+        unsafe { self.tracker.as_ref() }
+    }
+}
+
+impl Drop for TrackerOwner {
+    fn drop(&mut self) {
+        if self.state.release_owner() {
+            // SAFETY: nothing else holds the tracker, which `new` boxed.
+            drop(unsafe { Box::from_raw(self.tracker.as_ptr()) });
+        }
+    }
+}
+
 /// Proof that a request is in flight, from [`Shutdown::try_enter`](crate::Shutdown::try_enter).
 ///
 /// The request counts as in flight until the guard is dropped, and is released exactly
@@ -191,30 +353,36 @@ impl fmt::Debug for InFlight {
 /// dropped). Keep the guard inside the response body when the body streams, so that the
 /// drain waits for the last byte.
 ///
-/// The guard owns a reference to the shutdown state (it is `'static`, `Send` and
-/// `Sync`). Where a borrowed guard is enough, [`Shutdown::try_enter_scoped`](crate::Shutdown::try_enter_scoped)
-/// avoids the reference count.
+/// The guard is `'static`, `Send` and `Sync`, and may outlive every
+/// [`Shutdown`](crate::Shutdown) handle. It holds the request tracker through the count
+/// of requests itself, so it costs no reference count of its own: one compare-exchange
+/// when taken, one when dropped.
 #[must_use = "the request counts as in flight only while the guard is alive"]
 pub struct RequestGuard {
-    shutdown: crate::Shutdown,
+    tracker: NonNull<InFlight>,
 }
 
-impl RequestGuard {
-    pub(crate) fn new(shutdown: crate::Shutdown) -> Self {
-        Self { shutdown }
-    }
+// SAFETY: the guard only reads the `Send + Sync` tracker, and leaves it once, in `drop`.
+unsafe impl Send for RequestGuard {}
+// SAFETY: as above; `&RequestGuard` only reads.
+unsafe impl Sync for RequestGuard {}
 
-    /// The handle this guard was taken from: for example to check, when the response
-    /// is ready, whether the shutdown has begun meanwhile.
-    pub fn shutdown(&self) -> &crate::Shutdown {
-        &self.shutdown
+impl RequestGuard {
+    /// `true` once the shutdown has been triggered (as
+    /// [`Shutdown::is_shutting_down`](crate::Shutdown::is_shutting_down)): for example
+    /// to ask an HTTP/1.1 client, when the response is ready, to reconnect elsewhere.
+    #[inline]
+    pub fn is_shutting_down(&self) -> bool {
+        // SAFETY: the guard's own count keeps the tracker alive.
+        unsafe { self.tracker.as_ref() }.state.is_shutting_down()
     }
 }
 
 impl Drop for RequestGuard {
     #[inline]
     fn drop(&mut self) {
-        self.shutdown.in_flight_tracker().exit();
+        // SAFETY: the guard holds one count, given up exactly once, here.
+        unsafe { InFlight::exit(self.tracker) }
     }
 }
 
@@ -227,24 +395,19 @@ impl fmt::Debug for RequestGuard {
 /// A guard borrowed from the [`Shutdown`](crate::Shutdown) handle, from
 /// [`Shutdown::try_enter_scoped`](crate::Shutdown::try_enter_scoped).
 ///
-/// It behaves exactly like [`RequestGuard`] but borrows the handle instead of holding a
-/// reference count, which saves two atomic operations per request where the request
-/// does not outlive the handle (a handler that owns the handle for its whole run).
+/// It behaves exactly like [`RequestGuard`], for code that keeps the handle borrowed
+/// for the whole request anyway.
 #[must_use = "the request counts as in flight only while the guard is alive"]
 pub struct ScopedRequestGuard<'a> {
     tracker: &'a InFlight,
 }
 
-impl<'a> ScopedRequestGuard<'a> {
-    pub(crate) fn new(tracker: &'a InFlight) -> Self {
-        Self { tracker }
-    }
-}
-
 impl Drop for ScopedRequestGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.tracker.exit();
+        // SAFETY: the guard holds one count, given up exactly once, here; the borrowed
+        // handle keeps the tracker alive anyway.
+        unsafe { InFlight::exit(NonNull::from(self.tracker)) }
     }
 }
 
@@ -258,41 +421,146 @@ impl fmt::Debug for ScopedRequestGuard<'_> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    /// Sets its flag when dropped, that is when the tracker holding it is freed.
+    struct FreedFlag(Arc<AtomicBool>);
+
+    impl ShutdownObserver for FreedFlag {}
+
+    impl Drop for FreedFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A tracker whose free is visible through the returned flag.
+    fn watched_tracker() -> (TrackerOwner, Arc<AtomicBool>) {
+        let owner = TrackerOwner::new();
+        let freed = Arc::new(AtomicBool::new(false));
+        assert!(
+            owner
+                .observer
+                .set(Box::new(FreedFlag(Arc::clone(&freed))))
+                .is_ok()
+        );
+        (owner, freed)
+    }
 
     #[test]
     fn entering_after_begin_drain_is_refused_and_counted() {
-        let tracker = InFlight::new();
-        assert!(tracker.try_enter());
+        let tracker = TrackerOwner::new();
+        let guard = tracker.try_enter();
+        assert!(guard.is_some());
         assert_eq!(tracker.begin_drain(), 1);
-        assert!(!tracker.try_enter());
-        assert!(!tracker.try_enter());
+        assert!(tracker.try_enter().is_none());
+        assert!(tracker.try_enter_scoped().is_none());
         assert_eq!(tracker.rejected(), 2);
         assert_eq!(tracker.in_flight(), 1);
-        tracker.exit();
+        drop(guard);
         assert_eq!(tracker.in_flight(), 0);
         assert!(tracker.state.is_drained());
     }
 
     #[test]
-    fn exit_reports_last_out_only_while_draining() {
+    fn exit_asks_for_a_wake_up_only_when_last_out_while_draining() {
         let state = State::new();
         assert!(state.try_enter());
-        assert!(!state.exit(), "not draining: nobody to wake");
+        assert_eq!(state.exit(), Exit::Done, "not draining: nobody to wake");
         assert!(state.try_enter());
         assert!(state.try_enter());
         state.begin_drain();
-        assert!(!state.exit());
-        assert!(
+        assert_eq!(state.exit(), Exit::Done);
+        assert_eq!(
             state.exit(),
+            Exit::Wake,
             "the last one out while draining wakes the waiter"
         );
+        assert!(state.is_drained(), "drained while the waker still holds on");
+        assert!(!state.finish_wake(), "the handles still hold the tracker");
+        assert!(state.release_owner());
+    }
+
+    #[test]
+    fn the_last_holder_frees_whichever_it_is() {
+        // Handles first, then the request.
+        let state = State::new();
+        assert!(state.try_enter());
+        assert!(!state.release_owner(), "a request still holds it");
+        assert_eq!(state.exit(), Exit::Free);
+
+        // While draining, with the handles gone: nobody waits, the guard frees.
+        let state = State::new();
+        assert!(state.try_enter());
+        state.begin_drain();
+        assert!(!state.release_owner());
+        assert_eq!(state.exit(), Exit::Free);
+
+        // The handles leave while the last request out is waking the waiter.
+        let state = State::new();
+        assert!(state.try_enter());
+        state.begin_drain();
+        assert_eq!(state.exit(), Exit::Wake);
+        assert!(!state.release_owner(), "the waker still holds it");
+        assert!(state.finish_wake());
+    }
+
+    #[test]
+    fn the_shutting_down_bit_changes_nothing_else() {
+        let state = State::new();
+        assert!(state.try_enter());
+        assert!(!state.is_shutting_down());
+        state.begin_shutdown();
+        assert!(state.is_shutting_down());
+        assert_eq!(state.in_flight(), 1);
+        assert!(!state.is_draining());
+        assert!(state.try_enter(), "still admitting until the drain begins");
+        state.begin_drain();
+        assert_eq!(state.exit(), Exit::Done);
+        assert_eq!(state.exit(), Exit::Wake);
+        assert!(state.is_drained());
+    }
+
+    #[test]
+    fn a_guard_that_outlives_the_handles_frees_the_tracker() {
+        let (owner, freed) = watched_tracker();
+        let guard = owner.try_enter().expect("running");
+        owner.begin_shutdown();
+        drop(owner);
+        assert!(!freed.load(Ordering::SeqCst), "the guard still holds it");
+        assert!(guard.is_shutting_down(), "readable after the handles left");
+        std::thread::spawn(move || drop(guard))
+            .join()
+            .expect("guard thread");
+        assert!(freed.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn the_handles_free_the_tracker_when_no_guard_is_left() {
+        let (owner, freed) = watched_tracker();
+        drop(owner.try_enter().expect("running"));
+        drop(owner.try_enter_scoped().expect("running"));
+        assert!(!freed.load(Ordering::SeqCst));
+        drop(owner);
+        assert!(freed.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_draining_guard_that_outlives_the_handles_frees_the_tracker() {
+        let (owner, freed) = watched_tracker();
+        let guard = owner.try_enter().expect("running");
+        owner.begin_drain();
+        drop(owner);
+        drop(guard);
+        assert!(freed.load(Ordering::SeqCst));
     }
 
     #[tokio::test(start_paused = true)]
     async fn drained_resolves_when_the_last_request_leaves() {
-        let tracker = Arc::new(InFlight::new());
-        assert!(tracker.try_enter());
-        assert!(tracker.try_enter());
+        let tracker = Arc::new(TrackerOwner::new());
+        let first = tracker.try_enter().expect("running");
+        let second = tracker.try_enter().expect("running");
         tracker.begin_drain();
 
         let waiter = {
@@ -300,11 +568,11 @@ mod tests {
             tokio::spawn(async move { tracker.drained().await })
         };
         tokio::task::yield_now().await;
-        tracker.exit();
+        drop(first);
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "one request is still in flight");
-        tracker.exit();
-        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
             .await
             .expect("the last exit wakes the waiter")
             .expect("waiter task");
@@ -312,9 +580,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn drained_resolves_at_once_when_nothing_is_in_flight() {
-        let tracker = InFlight::new();
+        let tracker = TrackerOwner::new();
         tracker.begin_drain();
-        tokio::time::timeout(std::time::Duration::from_millis(1), tracker.drained())
+        tokio::time::timeout(Duration::from_millis(1), tracker.drained())
             .await
             .expect("already drained");
     }
@@ -322,9 +590,36 @@ mod tests {
 
 #[cfg(loom)]
 mod loom_tests {
-    use super::State;
+    use super::{Exit, State};
+    use loom::sync::atomic::{AtomicBool, Ordering};
     use loom::sync::{Arc, Notify};
     use loom::thread;
+
+    /// Leaves as a guard does, returning `true` when the tracker was woken.
+    fn exit(state: &State, notify: &Notify, freed: &AtomicBool) -> bool {
+        match state.exit() {
+            Exit::Done => false,
+            Exit::Free => {
+                assert!(!freed.swap(true, Ordering::SeqCst), "freed twice");
+                false
+            }
+            Exit::Wake => {
+                assert!(!freed.load(Ordering::SeqCst), "woken after the free");
+                notify.notify();
+                if state.finish_wake() {
+                    assert!(!freed.swap(true, Ordering::SeqCst), "freed twice");
+                }
+                true
+            }
+        }
+    }
+
+    /// Lets go of the tracker as the last handle does.
+    fn release_owner(state: &State, freed: &AtomicBool) {
+        if state.release_owner() {
+            assert!(!freed.swap(true, Ordering::SeqCst), "freed twice");
+        }
+    }
 
     /// No request is admitted after the drain has observed zero in flight.
     #[test]
@@ -335,8 +630,7 @@ mod loom_tests {
                 let state = Arc::clone(&state);
                 thread::spawn(move || {
                     if state.try_enter() {
-                        let was_last = state.exit();
-                        (true, was_last)
+                        (true, state.exit() == Exit::Wake)
                     } else {
                         (false, false)
                     }
@@ -350,6 +644,7 @@ mod loom_tests {
                 assert!(!was_last, "a request started after the drain saw zero");
             } else {
                 assert!(entered && was_last, "the counted request wakes the drain");
+                assert!(!state.finish_wake());
             }
             assert!(!state.try_enter(), "draining refuses everyone afterwards");
             assert_eq!(state.in_flight(), 0);
@@ -365,7 +660,13 @@ mod loom_tests {
             let workers: Vec<_> = (0..2)
                 .map(|_| {
                     let state = Arc::clone(&state);
-                    thread::spawn(move || state.try_enter() && state.exit())
+                    thread::spawn(move || {
+                        let woke = state.try_enter() && state.exit() == Exit::Wake;
+                        if woke {
+                            assert!(!state.finish_wake());
+                        }
+                        woke
+                    })
                 })
                 .collect();
             let seen = state.begin_drain();
@@ -389,22 +690,21 @@ mod loom_tests {
         loom::model(|| {
             let state = Arc::new(State::new());
             let notify = Arc::new(Notify::new());
+            let freed = Arc::new(AtomicBool::new(false));
             assert!(state.try_enter());
             let guard_holder = {
-                let state = Arc::clone(&state);
-                let notify = Arc::clone(&notify);
+                let (state, notify, freed) =
+                    (Arc::clone(&state), Arc::clone(&notify), Arc::clone(&freed));
                 thread::spawn(move || {
-                    if state.exit() {
-                        notify.notify();
-                    }
+                    exit(&state, &notify, &freed);
                 })
             };
             let second = {
-                let state = Arc::clone(&state);
-                let notify = Arc::clone(&notify);
+                let (state, notify, freed) =
+                    (Arc::clone(&state), Arc::clone(&notify), Arc::clone(&freed));
                 thread::spawn(move || {
-                    if state.try_enter() && state.exit() {
-                        notify.notify();
+                    if state.try_enter() {
+                        exit(&state, &notify, &freed);
                     }
                 })
             };
@@ -418,6 +718,36 @@ mod loom_tests {
             assert_eq!(state.in_flight(), 0);
             guard_holder.join().expect("guard thread");
             second.join().expect("second thread");
+            assert!(!freed.load(Ordering::SeqCst), "the handles still hold it");
+        });
+    }
+
+    /// The last handle leaves while the last guard is waking the waiter, or while
+    /// guards leave with no drain at all: the tracker is freed exactly once, and never
+    /// before the waker is done with it.
+    #[test]
+    fn the_tracker_is_freed_once_by_its_last_holder() {
+        loom::model(|| {
+            let state = Arc::new(State::new());
+            let notify = Arc::new(Notify::new());
+            let freed = Arc::new(AtomicBool::new(false));
+            assert!(state.try_enter());
+            assert!(state.try_enter());
+            let guards: Vec<_> = (0..2)
+                .map(|_| {
+                    let (state, notify, freed) =
+                        (Arc::clone(&state), Arc::clone(&notify), Arc::clone(&freed));
+                    thread::spawn(move || {
+                        exit(&state, &notify, &freed);
+                    })
+                })
+                .collect();
+            state.begin_drain();
+            release_owner(&state, &freed);
+            for guard in guards {
+                guard.join().expect("guard thread");
+            }
+            assert!(freed.load(Ordering::SeqCst), "nobody freed the tracker");
         });
     }
 }

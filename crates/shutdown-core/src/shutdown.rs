@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::cleanup::{CleanupOutcome, CleanupTask, IntoCleanup, panic_message};
 use crate::config::ShutdownConfig;
-use crate::in_flight::{InFlight, RequestGuard, ScopedRequestGuard};
+use crate::in_flight::{RequestGuard, ScopedRequestGuard, TrackerOwner};
 use crate::observer::ShutdownObserver;
 use crate::phase::{Phase, Trigger};
 use crate::report::{DrainSummary, ShutdownReport, millis};
@@ -91,7 +91,7 @@ pub struct Shutdown {
 }
 
 struct Inner {
-    in_flight: InFlight,
+    in_flight: TrackerOwner,
     config: ShutdownConfig,
     trigger: OnceLock<(Trigger, Instant)>,
     triggered: CancellationToken,
@@ -118,7 +118,7 @@ impl Shutdown {
         let requests = root.child_token();
         Self {
             inner: Arc::new(Inner {
-                in_flight: InFlight::new(),
+                in_flight: TrackerOwner::new(),
                 config,
                 trigger: OnceLock::new(),
                 triggered: CancellationToken::new(),
@@ -151,10 +151,6 @@ impl Shutdown {
         self
     }
 
-    pub(crate) fn in_flight_tracker(&self) -> &InFlight {
-        &self.inner.in_flight
-    }
-
     fn observer(&self) -> Option<&dyn ShutdownObserver> {
         self.inner.in_flight.observer.get().map(|o| &**o)
     }
@@ -170,37 +166,40 @@ impl Shutdown {
     /// begun (answer `503` with [`ShutdownConfig::retry_after`]).
     ///
     /// Race-free: no request is admitted after the drain has observed zero in flight.
-    /// No lock and no allocation: one compare-exchange to enter, one atomic subtraction
-    /// when the guard drops. Each `None` is counted in [`rejected`](Self::rejected).
-    #[inline]
-    pub fn try_enter(&self) -> Option<RequestGuard> {
-        self.inner
-            .in_flight
-            .try_enter()
-            .then(|| RequestGuard::new(self.clone()))
-    }
-
-    /// Like [`try_enter`](Self::try_enter), but the guard borrows this handle instead of
-    /// holding a reference count: two atomic operations fewer per request, for code
-    /// where the request cannot outlive the handle.
-    ///
-    /// A handle that lives as long as the process can be leaked once; its borrowed
-    /// guards are then `'static` too, with no reference count:
+    /// No lock and no allocation: one compare-exchange to enter, one when the guard
+    /// drops, and no reference count (the guard may still outlive every handle). Each
+    /// `None` is counted in [`rejected`](Self::rejected).
     ///
     /// ```
-    /// use shutdown_core::{ScopedRequestGuard, Shutdown};
+    /// use shutdown_core::Shutdown;
     ///
-    /// let shutdown: &'static Shutdown = Box::leak(Box::new(Shutdown::default()));
-    /// let guard: ScopedRequestGuard<'static> = shutdown.try_enter_scoped().expect("running");
+    /// let shutdown = Shutdown::default();
+    /// let guard = shutdown.try_enter().expect("running");
+    /// assert_eq!(shutdown.in_flight(), 1);
+    /// drop(shutdown);
+    /// // A streaming body may hold its guard after the server has let go of the handle.
     /// std::thread::spawn(move || drop(guard)).join().unwrap();
+    /// ```
+    #[inline]
+    pub fn try_enter(&self) -> Option<RequestGuard> {
+        self.inner.in_flight.try_enter()
+    }
+
+    /// Like [`try_enter`](Self::try_enter), but the guard borrows this handle: for code
+    /// that keeps the handle borrowed for the whole request anyway. It costs the same.
+    ///
+    /// ```
+    /// use shutdown_core::Shutdown;
+    ///
+    /// let shutdown = Shutdown::default();
+    /// let guard = shutdown.try_enter_scoped().expect("running");
+    /// assert_eq!(shutdown.in_flight(), 1);
+    /// drop(guard);
     /// assert_eq!(shutdown.in_flight(), 0);
     /// ```
     #[inline]
     pub fn try_enter_scoped(&self) -> Option<ScopedRequestGuard<'_>> {
-        self.inner
-            .in_flight
-            .try_enter()
-            .then(|| ScopedRequestGuard::new(&self.inner.in_flight))
+        self.inner.in_flight.try_enter_scoped()
     }
 
     /// Requests in flight now. Lock-free; for observers and health endpoints.
@@ -266,6 +265,7 @@ impl Shutdown {
                 in_flight = self.in_flight(),
                 "shutting down"
             );
+            self.inner.in_flight.begin_shutdown();
             self.inner.triggered.cancel();
         } else {
             debug!(trigger = %trigger, "already shutting down; trigger ignored");

@@ -166,10 +166,7 @@ where
                 let response = ready!(future.poll(cx))?;
                 let guard = guard.take();
                 let close = *close
-                    || (*http1
-                        && guard
-                            .as_ref()
-                            .is_some_and(|g| g.shutdown().is_shutting_down()));
+                    || (*http1 && guard.as_ref().is_some_and(RequestGuard::is_shutting_down));
                 Poll::Ready(Ok(response.map_body(|head, body| {
                     if close {
                         close_connection(head);

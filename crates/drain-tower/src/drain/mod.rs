@@ -26,8 +26,8 @@
 //!   last scrapes keep working.
 //!
 //! The admitted path takes no lock and allocates nothing: one compare-exchange to
-//! enter, one atomic subtraction when the body ends, plus the handle's reference count
-//! (`tests/no_alloc.rs` counts). Once the shutdown has been triggered, inserting
+//! enter and one when the body ends, and no reference count (`tests/no_alloc.rs`
+//! counts the allocations). Once the shutdown has been triggered, inserting
 //! `Connection: close` may allocate the response's header map, and a rejection builds
 //! its `503`: both only while shutting down.
 //!

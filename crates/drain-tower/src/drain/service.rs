@@ -154,9 +154,9 @@ impl Rejection {
 
 #[cold]
 #[inline(never)]
-fn close_connection<B>(response: &mut Response<B>) {
-    response
-        .headers_mut()
+fn close_parts(parts: &mut http::response::Parts) {
+    parts
+        .headers
         .insert(CONNECTION, HeaderValue::from_static("close"));
 }
 
@@ -206,16 +206,16 @@ where
                 guard,
                 http1,
             } => {
-                let mut response = ready!(future.poll(cx))?;
+                let response = ready!(future.poll(cx))?;
                 let guard = guard.take();
-                if *http1
-                    && guard
-                        .as_ref()
-                        .is_some_and(|g| g.shutdown().is_shutting_down())
-                {
-                    close_connection(&mut response);
+                let (mut parts, body) = response.into_parts();
+                if *http1 && guard.as_ref().is_some_and(RequestGuard::is_shutting_down) {
+                    close_parts(&mut parts);
                 }
-                Poll::Ready(Ok(response.map(|body| GuardedBody::new(body, guard))))
+                Poll::Ready(Ok(Response::from_parts(
+                    parts,
+                    GuardedBody::new(body, guard),
+                )))
             }
             KindProj::Rejected { rejection } => match rejection.take() {
                 Some(rejection) => Poll::Ready(Ok(rejection.into_response())),
