@@ -3,6 +3,8 @@
 //! - `ci`: every check CI runs, in order; the first failing step stops the run with its
 //!   exit code.
 //! - `loom`: only the `loom` model checks of `shutdown-core`.
+//! - `miri`: only the request tracker's unit tests under miri (needs the nightly
+//!   toolchain with its `miri` component; `ci` skips the step without it).
 //! - `bench`: the benchmarks, summarised in `docs/bench-summary.md`.
 //! - `rolling-restart`: two demo instances behind haproxy on loopback, restarted in
 //!   turn under load; 0 failed requests is the target (see `docs/deploy/README.md`).
@@ -44,12 +46,16 @@ fn main() -> ExitCode {
     let steps = match args.first().map(String::as_str) {
         Some("ci") => ci_steps(),
         Some("loom") => vec![loom_step()],
+        Some("miri") => vec![miri_step()],
         Some("rolling-restart") => return rolling_restart::run(&args[1..]),
         Some("bench") => return bench::run(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|loom|bench|rolling-restart>");
-            eprintln!("  ci    fmt, clippy, binaries, tests, doc tests, loom, docs: what CI runs");
+            eprintln!("usage: cargo xtask <ci|loom|miri|bench|rolling-restart>");
+            eprintln!(
+                "  ci    fmt, clippy, binaries, tests, doc tests, loom, miri, docs: what CI runs"
+            );
             eprintln!("  loom  the loom model checks of shutdown-core");
+            eprintln!("  miri  the request tracker's tests under miri (nightly toolchain)");
             eprintln!("  bench  the benchmarks; writes docs/bench-summary.md");
             eprintln!("  rolling-restart [--bin telemetry-axum] [--path /slow?ms=5]");
             eprintln!("        two instances behind haproxy, restarted in turn under load");
@@ -117,6 +123,11 @@ fn ci_steps() -> Vec<Step> {
         )
         .env("RUSTDOCFLAGS", "-D warnings"),
     ];
+    if has_miri() {
+        steps.push(miri_step());
+    } else {
+        println!("(miri is not installed for the nightly toolchain: the miri check is skipped)");
+    }
     if has_program("haproxy") {
         steps.push(Step::cargo(
             "rolling restart behind haproxy",
@@ -154,6 +165,31 @@ fn loom_step() -> Step {
     )
     .env("RUSTFLAGS", "--cfg loom")
     .env("LOOM_MAX_PREEMPTIONS", "3")
+}
+
+/// The request tracker is the one module with `unsafe` (its last holder frees it): its
+/// unit tests run under miri, which reports a use after free, a double free or a leak.
+fn miri_step() -> Step {
+    Step::cargo(
+        "miri",
+        &[
+            "+nightly",
+            "miri",
+            "test",
+            "--package",
+            "shutdown-core",
+            "--lib",
+            "--",
+            "in_flight::tests",
+        ],
+    )
+}
+
+fn has_miri() -> bool {
+    Command::new("cargo")
+        .args(["+nightly", "miri", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success())
 }
 
 fn has_nextest() -> bool {
