@@ -153,6 +153,7 @@ fn bench() -> Result<(), String> {
         "drain_layer",
         "drain_layer_metrics",
         "arc_counter_layer",
+        "core_guard_layer",
         "tokio_graceful",
         "task_tracker",
         "concurrency_limit",

@@ -10,6 +10,8 @@
 //! - `arc_counter_layer`: a hand-written layer whose guard is an `Arc<AtomicUsize>`,
 //!   incremented in `call` and decremented when the body ends or drops (tower-http's
 //!   `InFlightRequests` design): the floor for a guard that lives in the body.
+//! - `core_guard_layer`: `Shutdown::try_enter`'s guard in the floor's wrapper: the
+//!   guard alone, without what `DrainLayer` adds (exempt paths, `Connection: close`).
 //! - `tokio_graceful`: the same body wrapper holding a `tokio-graceful` guard per request.
 //! - `task_tracker`: tokio-util's `TaskTracker::track_future` around the inner future.
 //! - `concurrency_limit`: tower's `ConcurrencyLimitLayer` with a limit never reached.
@@ -161,6 +163,18 @@ impl Enter for ArcCounter {
 impl Drop for ArcCounterGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `shutdown-core`'s own guard in the floor's wrapper: what `DrainLayer` adds beyond
+/// the guard (exempt paths, `Connection: close`, the rejection branch).
+#[derive(Clone)]
+struct CoreGuard(Shutdown);
+
+impl Enter for CoreGuard {
+    type Guard = Option<shutdown_core::RequestGuard>;
+    fn enter(&self) -> Self::Guard {
+        self.0.try_enter()
     }
 }
 
@@ -343,6 +357,12 @@ fn per_request(c: &mut Criterion) {
     bench(
         &mut group,
         &runtime,
+        "core_guard_layer",
+        GuardLayer(CoreGuard(shutdown.clone())).layer(inner()),
+    );
+    bench(
+        &mut group,
+        &runtime,
         "tokio_graceful",
         GuardLayer(Graceful(graceful.guard_weak())).layer(inner()),
     );
@@ -394,6 +414,11 @@ fn per_request(c: &mut Criterion) {
         &mut group,
         "arc_counter_layer",
         GuardLayer(counter.clone()).layer(inner()),
+    );
+    bench_two_threads(
+        &mut group,
+        "core_guard_layer",
+        GuardLayer(CoreGuard(shutdown.clone())).layer(inner()),
     );
     bench_two_threads(
         &mut group,
