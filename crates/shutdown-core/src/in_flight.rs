@@ -25,19 +25,17 @@ use tokio::sync::Notify;
 use crate::observer::ShutdownObserver;
 
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// New requests are refused.
 const DRAINING: usize = 1 << (usize::BITS - 1);
-/// The shutdown has been triggered: responses ask HTTP/1.1 clients to reconnect.
-const SHUTTING_DOWN: usize = 1 << (usize::BITS - 2);
 /// The handles still hold the tracker.
-const OWNED: usize = 1 << (usize::BITS - 3);
+const OWNED: usize = 1 << (usize::BITS - 2);
 /// The last request out while draining is waking the waiter, and holds the tracker
 /// until it is done.
-const WAKING: usize = 1 << (usize::BITS - 4);
+const WAKING: usize = 1 << (usize::BITS - 3);
 /// Requests in flight.
 const COUNT: usize = WAKING - 1;
 
@@ -133,16 +131,6 @@ impl State {
         self.word.fetch_or(DRAINING, Ordering::AcqRel) & COUNT
     }
 
-    /// Marks the shutdown as triggered, for [`RequestGuard::is_shutting_down`].
-    pub(crate) fn begin_shutdown(&self) {
-        self.word.fetch_or(SHUTTING_DOWN, Ordering::Release);
-    }
-
-    #[inline]
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        self.word.load(Ordering::Acquire) & SHUTTING_DOWN != 0
-    }
-
     pub(crate) fn in_flight(&self) -> usize {
         self.word.load(Ordering::Acquire) & COUNT
     }
@@ -157,14 +145,23 @@ impl State {
 }
 
 /// The tracker as the rest of the crate uses it: the state word, the wake-up, the
-/// count of rejected requests and the observer. Aligned so that the hot word does not
-/// share a cache line with anything else.
-#[repr(align(128))]
+/// count of rejected requests, and what requests read but hardly ever write.
+#[repr(C, align(128))]
 pub(crate) struct InFlight {
+    /// Written by every request.
     state: State,
     rejected: AtomicU64,
     drained: Notify,
-    pub(crate) observer: OnceLock<Box<dyn ShutdownObserver>>,
+    /// Read by every request, written once or twice: on a cache line of its own, so that
+    /// reading it never waits for the line that requests on other cores keep writing.
+    read_mostly: ReadMostly,
+}
+
+#[repr(align(64))]
+struct ReadMostly {
+    /// The shutdown has been triggered: responses ask HTTP/1.1 clients to reconnect.
+    shutting_down: AtomicBool,
+    observer: OnceLock<Box<dyn ShutdownObserver>>,
 }
 
 // Guards reach the tracker through a pointer (see `RequestGuard`): it must be shareable.
@@ -179,7 +176,10 @@ impl InFlight {
             state: State::new(),
             rejected: AtomicU64::new(0),
             drained: Notify::new(),
-            observer: OnceLock::new(),
+            read_mostly: ReadMostly {
+                shutting_down: AtomicBool::new(false),
+                observer: OnceLock::new(),
+            },
         }
     }
 
@@ -189,17 +189,26 @@ impl InFlight {
             self.reject();
             return false;
         }
-        if let Some(observer) = self.observer.get() {
+        if let Some(observer) = self.read_mostly.observer.get() {
             observer.request_started();
         }
         true
+    }
+
+    /// Sets the observer; `false` when one was already set.
+    pub(crate) fn set_observer(&self, observer: Box<dyn ShutdownObserver>) -> bool {
+        self.read_mostly.observer.set(observer).is_ok()
+    }
+
+    pub(crate) fn observer(&self) -> Option<&dyn ShutdownObserver> {
+        self.read_mostly.observer.get().map(|o| &**o)
     }
 
     #[cold]
     #[inline(never)]
     fn reject(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        if let Some(observer) = self.observer.get() {
+        if let Some(observer) = self.read_mostly.observer.get() {
             observer.request_rejected();
         }
     }
@@ -216,7 +225,7 @@ impl InFlight {
         let this = unsafe { tracker.as_ref() };
         // Observed before the count drops, so that an observer's figures never show a
         // request as finished after the drain has reported zero.
-        if let Some(observer) = this.observer.get() {
+        if let Some(observer) = this.read_mostly.observer.get() {
             observer.request_finished();
         }
         match this.state.exit() {
@@ -252,8 +261,16 @@ impl InFlight {
         self.state.begin_drain()
     }
 
+    /// Marks the shutdown as triggered, for [`RequestGuard::is_shutting_down`].
     pub(crate) fn begin_shutdown(&self) {
-        self.state.begin_shutdown();
+        self.read_mostly
+            .shutting_down
+            .store(true, Ordering::Release);
+    }
+
+    #[inline]
+    fn is_shutting_down(&self) -> bool {
+        self.read_mostly.shutting_down.load(Ordering::Acquire)
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -374,7 +391,7 @@ impl RequestGuard {
     #[inline]
     pub fn is_shutting_down(&self) -> bool {
         // SAFETY: the guard's own count keeps the tracker alive.
-        unsafe { self.tracker.as_ref() }.state.is_shutting_down()
+        unsafe { self.tracker.as_ref() }.is_shutting_down()
     }
 }
 
@@ -441,6 +458,7 @@ mod tests {
         let freed = Arc::new(AtomicBool::new(false));
         assert!(
             owner
+                .read_mostly
                 .observer
                 .set(Box::new(FreedFlag(Arc::clone(&freed))))
                 .is_ok()
@@ -507,19 +525,21 @@ mod tests {
     }
 
     #[test]
-    fn the_shutting_down_bit_changes_nothing_else() {
-        let state = State::new();
-        assert!(state.try_enter());
-        assert!(!state.is_shutting_down());
-        state.begin_shutdown();
-        assert!(state.is_shutting_down());
-        assert_eq!(state.in_flight(), 1);
-        assert!(!state.is_draining());
-        assert!(state.try_enter(), "still admitting until the drain begins");
-        state.begin_drain();
-        assert_eq!(state.exit(), Exit::Done);
-        assert_eq!(state.exit(), Exit::Wake);
-        assert!(state.is_drained());
+    fn guards_see_the_shutdown_begin_and_are_still_admitted_until_the_drain() {
+        let tracker = TrackerOwner::new();
+        let guard = tracker.try_enter().expect("running");
+        assert!(!guard.is_shutting_down());
+        tracker.begin_shutdown();
+        assert!(guard.is_shutting_down());
+        let second = tracker
+            .try_enter()
+            .expect("admitted until the drain begins");
+        assert!(second.is_shutting_down());
+        assert_eq!(tracker.in_flight(), 2);
+        assert!(!tracker.is_draining());
+        tracker.begin_drain();
+        drop((guard, second));
+        assert!(tracker.state.is_drained());
     }
 
     #[test]

@@ -139,20 +139,14 @@ impl Shutdown {
     /// serving: a request admitted earlier would be reported as finished but never as
     /// started. Only one observer can be set; a second one is ignored, with a warning.
     pub fn with_observer(self, observer: impl ShutdownObserver) -> Self {
-        if self
-            .inner
-            .in_flight
-            .observer
-            .set(Box::new(observer))
-            .is_err()
-        {
+        if !self.inner.in_flight.set_observer(Box::new(observer)) {
             warn!("a shutdown observer is already set; the new one is ignored");
         }
         self
     }
 
     fn observer(&self) -> Option<&dyn ShutdownObserver> {
-        self.inner.in_flight.observer.get().map(|o| &**o)
+        self.inner.in_flight.observer()
     }
 
     /// The configuration this handle was built with.
