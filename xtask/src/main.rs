@@ -4,7 +4,8 @@
 //!   exit code.
 //! - `loom`: only the `loom` model checks of `shutdown-core`.
 //! - `miri`: only the request tracker's unit tests under miri (needs the nightly
-//!   toolchain with its `miri` component; `ci` skips the step without it).
+//!   toolchain with its `miri` component; without it, `ci` runs them under valgrind).
+//! - `valgrind`: the same tests under valgrind's memcheck.
 //! - `bench`: the benchmarks, summarised in `docs/bench-summary.md`.
 //! - `rolling-restart`: two demo instances behind haproxy on loopback, restarted in
 //!   turn under load; 0 failed requests is the target (see `docs/deploy/README.md`).
@@ -47,15 +48,17 @@ fn main() -> ExitCode {
         Some("ci") => ci_steps(),
         Some("loom") => vec![loom_step()],
         Some("miri") => vec![miri_step()],
+        Some("valgrind") => vec![valgrind_step()],
         Some("rolling-restart") => return rolling_restart::run(&args[1..]),
         Some("bench") => return bench::run(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|loom|miri|bench|rolling-restart>");
+            eprintln!("usage: cargo xtask <ci|loom|miri|valgrind|bench|rolling-restart>");
             eprintln!(
                 "  ci    fmt, clippy, binaries, tests, doc tests, loom, miri, docs: what CI runs"
             );
             eprintln!("  loom  the loom model checks of shutdown-core");
             eprintln!("  miri  the request tracker's tests under miri (nightly toolchain)");
+            eprintln!("  valgrind  the same tests under valgrind's memcheck");
             eprintln!("  bench  the benchmarks; writes docs/bench-summary.md");
             eprintln!("  rolling-restart [--bin telemetry-axum] [--path /slow?ms=5]");
             eprintln!("        two instances behind haproxy, restarted in turn under load");
@@ -125,8 +128,11 @@ fn ci_steps() -> Vec<Step> {
     ];
     if has_miri() {
         steps.push(miri_step());
+    } else if has_program_version("valgrind") {
+        println!("(miri is not installed for the nightly toolchain: valgrind checks the tracker)");
+        steps.push(valgrind_step());
     } else {
-        println!("(miri is not installed for the nightly toolchain: the miri check is skipped)");
+        println!("(neither miri nor valgrind is installed: the tracker's memory check is skipped)");
     }
     if has_program("haproxy") {
         steps.push(Step::cargo(
@@ -183,6 +189,32 @@ fn miri_step() -> Step {
             "in_flight::tests",
         ],
     )
+}
+
+/// Where miri is missing (the stable toolchain alone): the same tests under valgrind's
+/// memcheck, which reports a use after free or a double free on the paths the threads
+/// take, and a tracker that no holder freed as a definite leak.
+fn valgrind_step() -> Step {
+    Step::cargo(
+        "valgrind",
+        &[
+            "test",
+            "--package",
+            "shutdown-core",
+            "--lib",
+            "--config",
+            "target.'cfg(target_os = \"linux\")'.runner = ['valgrind', '--quiet', '--error-exitcode=9', '--leak-check=full', '--errors-for-leak-kinds=definite']",
+            "--",
+            "in_flight::tests",
+        ],
+    )
+}
+
+fn has_program_version(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
 }
 
 fn has_miri() -> bool {
