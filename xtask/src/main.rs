@@ -69,7 +69,7 @@ fn main() -> ExitCode {
 }
 
 fn ci_steps() -> Vec<Step> {
-    let tests = if has_nextest() {
+    let tests = if succeeds("cargo", &["nextest", "--version"]) {
         Step::cargo(
             "tests (nextest)",
             &[
@@ -126,15 +126,15 @@ fn ci_steps() -> Vec<Step> {
         )
         .env("RUSTDOCFLAGS", "-D warnings"),
     ];
-    if has_miri() {
+    if succeeds("cargo", &["+nightly", "miri", "--version"]) {
         steps.push(miri_step());
-    } else if has_program_version("valgrind") {
+    } else if succeeds("valgrind", &["--version"]) {
         println!("(miri is not installed for the nightly toolchain: valgrind checks the tracker)");
         steps.push(valgrind_step());
     } else {
         println!("(neither miri nor valgrind is installed: the tracker's memory check is skipped)");
     }
-    if has_program("haproxy") {
+    if succeeds("haproxy", &["-v"]) {
         steps.push(Step::cargo(
             "rolling restart behind haproxy",
             &["xtask", "rolling-restart"],
@@ -145,9 +145,10 @@ fn ci_steps() -> Vec<Step> {
     steps
 }
 
-fn has_program(program: &str) -> bool {
+/// Whether `program args` runs and exits with success: is a tool installed?
+fn succeeds(program: &str, args: &[&str]) -> bool {
     Command::new(program)
-        .arg("-v")
+        .args(args)
         .output()
         .is_ok_and(|out| out.status.success())
 }
@@ -208,27 +209,6 @@ fn valgrind_step() -> Step {
             "in_flight::tests",
         ],
     )
-}
-
-fn has_program_version(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
-fn has_miri() -> bool {
-    Command::new("cargo")
-        .args(["+nightly", "miri", "--version"])
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
-fn has_nextest() -> bool {
-    Command::new("cargo")
-        .args(["nextest", "--version"])
-        .output()
-        .is_ok_and(|out| out.status.success())
 }
 
 fn run(steps: &[Step]) -> ExitCode {

@@ -688,6 +688,35 @@ mod loom_tests {
         }
     }
 
+    /// The tracker as the models share it: its state, the waiter's wake-up, and whether
+    /// it has been freed.
+    #[derive(Clone)]
+    struct Shared {
+        state: Arc<State>,
+        notify: Arc<Notify>,
+        freed: Arc<AtomicBool>,
+    }
+
+    impl Shared {
+        fn new() -> Self {
+            Self {
+                state: Arc::new(State::new()),
+                notify: Arc::new(Notify::new()),
+                freed: Arc::new(AtomicBool::new(false)),
+            }
+        }
+
+        /// A thread that holds a request (taking it first unless `entered`) and leaves.
+        fn spawn_request(&self, entered: bool) -> thread::JoinHandle<()> {
+            let shared = self.clone();
+            thread::spawn(move || {
+                if entered || shared.state.try_enter() {
+                    exit(&shared.state, &shared.notify, &shared.freed);
+                }
+            })
+        }
+    }
+
     /// Lets go of the tracker as the last handle does.
     fn release_owner(state: &State, freed: &AtomicBool) {
         if state.release_owner() {
@@ -762,37 +791,25 @@ mod loom_tests {
     #[test]
     fn the_last_guard_wakes_the_drain_waiter() {
         loom::model(|| {
-            let state = Arc::new(State::new());
-            let notify = Arc::new(Notify::new());
-            let freed = Arc::new(AtomicBool::new(false));
+            let shared = Shared::new();
+            let state = &shared.state;
             assert!(state.try_enter());
-            let guard_holder = {
-                let (state, notify, freed) =
-                    (Arc::clone(&state), Arc::clone(&notify), Arc::clone(&freed));
-                thread::spawn(move || {
-                    exit(&state, &notify, &freed);
-                })
-            };
-            let second = {
-                let (state, notify, freed) =
-                    (Arc::clone(&state), Arc::clone(&notify), Arc::clone(&freed));
-                thread::spawn(move || {
-                    if state.try_enter() {
-                        exit(&state, &notify, &freed);
-                    }
-                })
-            };
+            let guard_holder = shared.spawn_request(true);
+            let second = shared.spawn_request(false);
             // As in `InFlight::drained`: re-check after every wake-up (loom models
             // spurious ones); a lost wake-up would leave this loop blocked forever.
             if state.begin_drain() != 0 {
                 while !state.is_drained() {
-                    notify.wait();
+                    shared.notify.wait();
                 }
             }
             assert_eq!(state.in_flight(), 0);
             guard_holder.join().expect("guard thread");
             second.join().expect("second thread");
-            assert!(!freed.load(Ordering::SeqCst), "the handles still hold it");
+            assert!(
+                !shared.freed.load(Ordering::SeqCst),
+                "the handles still hold it"
+            );
         });
     }
 
@@ -802,26 +819,19 @@ mod loom_tests {
     #[test]
     fn the_tracker_is_freed_once_by_its_last_holder() {
         loom::model(|| {
-            let state = Arc::new(State::new());
-            let notify = Arc::new(Notify::new());
-            let freed = Arc::new(AtomicBool::new(false));
-            assert!(state.try_enter());
-            assert!(state.try_enter());
-            let guards: Vec<_> = (0..2)
-                .map(|_| {
-                    let (state, notify, freed) =
-                        (Arc::clone(&state), Arc::clone(&notify), Arc::clone(&freed));
-                    thread::spawn(move || {
-                        exit(&state, &notify, &freed);
-                    })
-                })
-                .collect();
-            state.begin_drain();
-            release_owner(&state, &freed);
+            let shared = Shared::new();
+            assert!(shared.state.try_enter());
+            assert!(shared.state.try_enter());
+            let guards = [shared.spawn_request(true), shared.spawn_request(true)];
+            shared.state.begin_drain();
+            release_owner(&shared.state, &shared.freed);
             for guard in guards {
                 guard.join().expect("guard thread");
             }
-            assert!(freed.load(Ordering::SeqCst), "nobody freed the tracker");
+            assert!(
+                shared.freed.load(Ordering::SeqCst),
+                "nobody freed the tracker"
+            );
         });
     }
 }
