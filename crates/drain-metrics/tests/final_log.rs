@@ -6,7 +6,8 @@
 mod support;
 
 use metrics_util::debugging::DebuggingRecorder;
-use support::{Captured, paused_runtime, scripted_shutdown};
+use support::{paused_runtime, scripted_shutdown};
+use test_support::logs::Captured;
 
 #[test]
 fn final_values_are_logged_as_one_event_with_fields() {

@@ -2,12 +2,10 @@
 //! whether a call site has a subscriber, which races with tests on other threads that
 //! have none; here every test installs its capturing subscriber.
 
-mod support;
-
 use std::time::Duration;
 
 use shutdown_core::{Phase, Shutdown, ShutdownConfig};
-use support::Captured;
+use test_support::logs::Captured;
 
 fn config(drain_secs: u64) -> ShutdownConfig {
     ShutdownConfig::new().with_drain_timeout(Duration::from_secs(drain_secs))

@@ -1,19 +1,15 @@
-//! What the integration tests share: the scripted shutdown, a non-destructive reader of
-//! the debugging recorder, and a tracing capture.
+//! What the integration tests share: the scripted shutdown and a non-destructive reader
+//! of the debugging recorder (the tracing capture is `test_support::logs`).
 
 #![allow(dead_code)] // each test binary uses a part of it
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drain_metrics::DrainMetrics;
 use metrics::{Key, Label, Level, Metadata, Recorder};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use shutdown_core::{Phase, Shutdown, ShutdownConfig, ShutdownReport};
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, SubscriberExt};
 
 /// The drain deadline of the scripted shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -178,79 +174,4 @@ fn wanted(name: &str, labels: &[(&str, &str)]) -> Series {
         .collect();
     labels.sort();
     (name.to_owned(), labels)
-}
-
-/// One captured tracing event.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub target: String,
-    pub level: tracing::Level,
-    pub message: String,
-    pub fields: BTreeMap<String, String>,
-}
-
-impl Event {
-    pub fn field(&self, name: &str) -> &str {
-        self.fields
-            .get(name)
-            .map(String::as_str)
-            .unwrap_or_else(|| {
-                panic!(
-                    "event {:?} has no field {name}: {:?}",
-                    self.message, self.fields
-                )
-            })
-    }
-}
-
-/// Captures the tracing events of the current thread.
-#[derive(Clone, Default)]
-pub struct Captured(Arc<Mutex<Vec<Event>>>);
-
-impl Captured {
-    pub fn install() -> (Self, tracing::subscriber::DefaultGuard) {
-        let captured = Captured::default();
-        let guard =
-            tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
-        (captured, guard)
-    }
-
-    pub fn with_message(&self, message: &str) -> Vec<Event> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|e| e.message == message)
-            .cloned()
-            .collect()
-    }
-}
-
-struct Visitor<'a>(&'a mut Event);
-
-impl Visit for Visitor<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let value = format!("{value:?}");
-        if field.name() == "message" {
-            self.0.message = value;
-        } else {
-            self.0.fields.insert(field.name().to_owned(), value);
-        }
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        let mut captured = Event {
-            target: event.metadata().target().to_owned(),
-            level: *event.metadata().level(),
-            message: String::new(),
-            fields: BTreeMap::new(),
-        };
-        event.record(&mut Visitor(&mut captured));
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(captured);
-    }
 }

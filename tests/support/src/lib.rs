@@ -1,0 +1,9 @@
+//! Helpers shared by the workspace's tests (a dev-dependency only, never published).
+//!
+//! - [`alloc`]: a global allocator that counts the allocations of a closure, for the
+//!   tests that prove a path allocates nothing.
+//! - [`logs`]: a tracing layer that keeps the events, for the tests that assert on the
+//!   logs.
+
+pub mod alloc;
+pub mod logs;
