@@ -18,6 +18,16 @@ use std::time::{Duration, Instant};
 
 pub use nix::sys::signal::Signal;
 
+/// Logs of a probe or bench binary: plain text on standard error at `info`, the
+/// stream [`Child`]'s tests read the lines from.
+pub fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .init();
+}
+
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {

@@ -594,12 +594,10 @@ mod tests {
                     let mut held = std::collections::VecDeque::new();
                     held.push_back(owner.try_enter().expect("running"));
                     entered.wait();
-                    let mut admitted = 1;
                     for _ in 0..rounds {
                         let Some(guard) = owner.try_enter() else {
                             break;
                         };
-                        admitted += 1;
                         held.push_back(guard);
                         if held.len() > 2 {
                             held.pop_front();
@@ -608,7 +606,6 @@ mod tests {
                     // This thread's hold on the handles goes first, its guards after.
                     drop(owner);
                     drop(held);
-                    admitted
                 })
             })
             .collect();
@@ -619,11 +616,9 @@ mod tests {
         }
         owner.begin_drain();
         drop(owner);
-        let admitted: usize = workers
-            .into_iter()
-            .map(|w| w.join().expect("worker thread"))
-            .sum();
-        assert!(admitted >= THREADS);
+        for worker in workers {
+            worker.join().expect("worker thread");
+        }
         assert!(
             freed.load(Ordering::SeqCst),
             "the last holder freed the tracker"

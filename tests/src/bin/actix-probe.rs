@@ -17,11 +17,7 @@ use shutdown_core::{Shutdown, ShutdownConfig};
 
 #[actix_web::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .init();
+    e2e_tests::init_logs();
 
     let config = ShutdownConfig::from_env().unwrap_or_else(|error| exit(2, error));
     let prometheus = PrometheusMetrics::install().unwrap_or_else(|error| exit(2, error));

@@ -30,11 +30,7 @@ const BODY: &str = "hello, bench";
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .init();
+    e2e_tests::init_logs();
     let mode = std::env::var("BENCH_MODE").unwrap_or_else(|_| "bare".into());
     if !matches!(mode.as_str(), "bare" | "drain" | "graceful") {
         eprintln!("BENCH_MODE={mode:?}: expected bare, drain or graceful");

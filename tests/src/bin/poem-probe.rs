@@ -78,11 +78,7 @@ fn fail(message: impl std::fmt::Display) -> ! {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .init();
+    e2e_tests::init_logs();
 
     let config = ShutdownConfig::from_env()
         .unwrap_or_else(|error| fail(format_args!("configuration error: {error}")));

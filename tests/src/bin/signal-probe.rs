@@ -13,11 +13,7 @@ use shutdown_core::{Shutdown, ShutdownConfig};
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .init();
+    e2e_tests::init_logs();
 
     let config = match ShutdownConfig::from_env() {
         Ok(config) => config,
