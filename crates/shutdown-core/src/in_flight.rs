@@ -16,6 +16,7 @@
 //! to change anyway.
 
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::pin;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
@@ -162,6 +163,8 @@ struct ReadMostly {
     /// The shutdown has been triggered: responses ask HTTP/1.1 clients to reconnect.
     shutting_down: AtomicBool,
     observer: OnceLock<Box<dyn ShutdownObserver>>,
+    /// A panic of the observer has been logged.
+    observer_panicked: AtomicBool,
 }
 
 // Guards reach the tracker through a pointer (see `RequestGuard`): it must be shareable.
@@ -179,20 +182,24 @@ impl InFlight {
             read_mostly: ReadMostly {
                 shutting_down: AtomicBool::new(false),
                 observer: OnceLock::new(),
+                observer_panicked: AtomicBool::new(false),
             },
         }
     }
 
     #[inline]
     fn try_enter(&self) -> bool {
-        if !self.state.try_enter() {
-            self.reject();
-            return false;
+        let entered = self.state.try_enter();
+        // One call site for the rest, as in `exit`.
+        if !entered || self.is_observed() {
+            enter_rest(self, entered);
         }
-        if let Some(observer) = self.read_mostly.observer.get() {
-            observer.request_started();
-        }
-        true
+        entered
+    }
+
+    #[inline]
+    fn is_observed(&self) -> bool {
+        self.read_mostly.observer.get().is_some()
     }
 
     /// Sets the observer; `false` when one was already set.
@@ -202,15 +209,6 @@ impl InFlight {
 
     pub(crate) fn observer(&self) -> Option<&dyn ShutdownObserver> {
         self.read_mostly.observer.get().map(|o| &**o)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn reject(&self) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
-        if let Some(observer) = self.read_mostly.observer.get() {
-            observer.request_rejected();
-        }
     }
 
     /// Counts a request out.
@@ -223,38 +221,19 @@ impl InFlight {
     unsafe fn exit(tracker: NonNull<Self>) {
         // SAFETY: live until `state.exit` gives up the caller's hold, below.
         let this = unsafe { tracker.as_ref() };
-        // Observed before the count drops, so that an observer's figures never show a
-        // request as finished after the drain has reported zero.
-        if let Some(observer) = this.read_mostly.observer.get() {
-            observer.request_finished();
-        }
-        match this.state.exit() {
-            Exit::Done => {}
-            // SAFETY: as for this function; `exit` was the caller's last use.
-            exit => unsafe { Self::exit_slow(tracker, exit) },
-        }
-    }
-
-    /// # Safety
-    ///
-    /// As for [`exit`](Self::exit), which handed over `outcome`.
-    #[cold]
-    #[inline(never)]
-    unsafe fn exit_slow(tracker: NonNull<Self>, outcome: Exit) {
-        let free = match outcome {
-            Exit::Done => false,
-            Exit::Free => true,
-            Exit::Wake => {
-                // SAFETY: `WAKING` keeps the tracker alive until `finish_wake`.
-                let this = unsafe { tracker.as_ref() };
-                this.drained.notify_waiters();
-                this.state.finish_wake()
+        // One call site for all that is not the compare-exchange: the guard's drop stays
+        // small enough for the bodies holding it to be inlined.
+        let rest = if this.is_observed() {
+            Rest::Observe
+        } else {
+            match this.state.exit() {
+                Exit::Done => return,
+                Exit::Wake => Rest::Wake,
+                Exit::Free => Rest::Free,
             }
         };
-        if free {
-            // SAFETY: nothing else holds the tracker, which `TrackerOwner::new` boxed.
-            drop(unsafe { Box::from_raw(tracker.as_ptr()) });
-        }
+        // SAFETY: as for this function; `this` is not used after.
+        unsafe { exit_rest(tracker, rest) }
     }
 
     pub(crate) fn begin_drain(&self) -> usize {
@@ -295,6 +274,125 @@ impl InFlight {
                 return;
             }
             notified.await;
+        }
+    }
+}
+
+/// A request event for the observer.
+#[derive(Debug, Clone, Copy)]
+enum Event {
+    Started,
+    Finished,
+    Rejected,
+}
+
+// Nothing unwinds out of `enter_rest` and `exit_rest`: they catch what the code they
+// call may throw (the observer and the log subscriber are user code), and their `"C"`
+// ABI tells the compiler so. Two things follow. A panic can no longer leave a request
+// counted forever, which would hold the drain until its deadline. And a guard's drop
+// cannot unwind, so the bodies and futures that hold a guard keep no landing pad for
+// it and build their results in place: about 10 ns of the `per_request` benchmark
+// (docs/performance.md).
+
+/// The rest of a request's entry: count a rejection, tell the observer.
+#[inline(never)]
+extern "C" fn enter_rest(tracker: &InFlight, entered: bool) {
+    if entered {
+        notify_observer(tracker, Event::Started);
+    } else {
+        tracker.rejected.fetch_add(1, Ordering::Relaxed);
+        notify_observer(tracker, Event::Rejected);
+    }
+}
+
+/// Tells the observer, if any, of `event`. A panic in the observer is caught and
+/// logged once per tracker; the count is kept either way.
+#[inline]
+fn notify_observer(tracker: &InFlight, event: Event) {
+    let Some(observer) = tracker.read_mostly.observer.get() else {
+        return;
+    };
+    let call = AssertUnwindSafe(|| match event {
+        Event::Started => observer.request_started(),
+        Event::Finished => observer.request_finished(),
+        Event::Rejected => observer.request_rejected(),
+    });
+    if panic::catch_unwind(call).is_err()
+        && !tracker
+            .read_mostly
+            .observer_panicked
+            .swap(true, Ordering::Relaxed)
+    {
+        log_caught(match event {
+            Event::Started => {
+                "the shutdown observer panicked in `request_started`; the request is still counted (logged once)"
+            }
+            Event::Finished => {
+                "the shutdown observer panicked in `request_finished`; the request is still counted out (logged once)"
+            }
+            Event::Rejected => {
+                "the shutdown observer panicked in `request_rejected`; the rejection is still counted (logged once)"
+            }
+        });
+    }
+}
+
+/// Logs a panic caught in the two functions above. The subscriber is user code too.
+fn log_caught(message: &'static str) {
+    let _ = panic::catch_unwind(|| tracing::error!("{message}"));
+}
+
+/// What is left of a request's exit after [`InFlight::exit`]'s inline part.
+#[derive(Debug, Clone, Copy)]
+#[repr(u8)]
+enum Rest {
+    /// All of it: tell the observer, then count the request out.
+    Observe,
+    /// Wake the drain waiter ([`Exit::Wake`]).
+    Wake,
+    /// Free the tracker ([`Exit::Free`]).
+    Free,
+}
+
+/// The rest of a request's exit: tell the observer, wake the drain waiter, free the
+/// tracker, as `rest` says.
+///
+/// # Safety
+///
+/// As for [`InFlight::exit`], which handed over `rest`.
+#[inline(never)]
+unsafe extern "C" fn exit_rest(tracker: NonNull<InFlight>, rest: Rest) {
+    let outcome = match rest {
+        Rest::Observe => {
+            // SAFETY: the caller's request still holds the tracker.
+            let this = unsafe { tracker.as_ref() };
+            // Before the count drops, so that an observer's figures never show a
+            // request as finished after the drain has reported zero.
+            notify_observer(this, Event::Finished);
+            this.state.exit()
+        }
+        Rest::Wake => Exit::Wake,
+        Rest::Free => Exit::Free,
+    };
+    let free = match outcome {
+        Exit::Done => false,
+        Exit::Free => true,
+        Exit::Wake => {
+            // SAFETY: `WAKING` keeps the tracker alive until `finish_wake`.
+            let this = unsafe { tracker.as_ref() };
+            // A waker that panics must not keep `WAKING` set (the tracker would leak).
+            let woken = panic::catch_unwind(AssertUnwindSafe(|| this.drained.notify_waiters()));
+            if woken.is_err() {
+                log_caught("a drain waiter's waker panicked");
+            }
+            this.state.finish_wake()
+        }
+    };
+    if free {
+        // SAFETY: nothing else holds the tracker, which `TrackerOwner::new` boxed.
+        let tracker = unsafe { Box::from_raw(tracker.as_ptr()) };
+        if panic::catch_unwind(AssertUnwindSafe(|| drop(tracker))).is_err() {
+            log_caught("the shutdown observer panicked when dropped");
         }
     }
 }
@@ -464,6 +562,47 @@ mod tests {
                 .is_ok()
         );
         (owner, freed)
+    }
+
+    /// Panics in every request method, and when dropped (after setting its flag).
+    struct Panicking(Arc<AtomicBool>);
+
+    impl ShutdownObserver for Panicking {
+        fn request_started(&self) {
+            panic!("started");
+        }
+        fn request_finished(&self) {
+            panic!("finished");
+        }
+        fn request_rejected(&self) {
+            panic!("rejected");
+        }
+    }
+
+    impl Drop for Panicking {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+            panic!("dropped");
+        }
+    }
+
+    #[test]
+    fn an_observer_panic_is_caught_and_the_count_kept_to_the_free() {
+        let owner = TrackerOwner::new();
+        let freed = Arc::new(AtomicBool::new(false));
+        assert!(owner.set_observer(Box::new(Panicking(Arc::clone(&freed)))));
+        let first = owner.try_enter().expect("admitted");
+        let second = owner.try_enter().expect("admitted");
+        drop(first);
+        assert_eq!(owner.in_flight(), 1);
+        assert_eq!(owner.begin_drain(), 1);
+        assert!(owner.try_enter().is_none());
+        assert_eq!(owner.rejected(), 1);
+        drop(owner);
+        assert!(!freed.load(Ordering::SeqCst), "the guard still holds it");
+        // The last holder: frees the tracker, whose observer panics when dropped.
+        drop(second);
+        assert!(freed.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -14,7 +14,10 @@ use crate::report::{DrainSummary, ShutdownReport};
 /// [`try_enter`](crate::Shutdown::try_enter) and the guard's drop: keep them to an
 /// atomic operation or two, with no lock and no allocation. They are called exactly
 /// once per event: `request_started` and `request_finished` pair up for every admitted
-/// request, `request_rejected` once for every `None`.
+/// request, `request_rejected` once for every `None`. A panic in one of them is
+/// caught, logged once as an error, and changes nothing else: the request is still
+/// counted in and out, so a broken observer can neither lose a request nor hold the
+/// drain open.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};

@@ -91,3 +91,32 @@ async fn the_report_is_one_event_with_every_figure() {
     }
     assert_eq!(report.exit_code(), 3);
 }
+
+struct Panicking;
+
+impl shutdown_core::ShutdownObserver for Panicking {
+    fn request_finished(&self) {
+        panic!("observer: request_finished");
+    }
+}
+
+#[test]
+fn a_panicking_observer_is_logged_once_as_an_error() {
+    let (logs, _guard) = Captured::install();
+    let shutdown = Shutdown::default().with_observer(Panicking);
+    for _ in 0..3 {
+        drop(shutdown.try_enter().expect("running"));
+    }
+    assert_eq!(shutdown.in_flight(), 0);
+
+    let errors: Vec<_> = logs
+        .events()
+        .into_iter()
+        .filter(|e| e.level == tracing::Level::ERROR)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.contains("panicked in `request_finished`"),
+        "{errors:?}"
+    );
+}

@@ -94,3 +94,68 @@ async fn a_second_observer_is_ignored() {
     assert_eq!(first.events(), ["started", "finished"]);
     assert!(second.events().is_empty());
 }
+
+/// Panics in every per-request method, as a broken metrics backend might.
+struct Panicking;
+
+impl ShutdownObserver for Panicking {
+    fn request_started(&self) {
+        panic!("observer: request_started");
+    }
+    fn request_finished(&self) {
+        panic!("observer: request_finished");
+    }
+    fn request_rejected(&self) {
+        panic!("observer: request_rejected");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_observer_that_panics_loses_no_request_and_holds_no_drain() {
+    let shutdown = Shutdown::new(ShutdownConfig::new().with_drain_timeout(Duration::from_secs(30)))
+        .with_observer(Panicking);
+
+    let guard = shutdown.try_enter().expect("admitted");
+    let scoped = shutdown.try_enter_scoped().expect("admitted");
+    assert_eq!(shutdown.in_flight(), 2, "both counted in");
+    drop(scoped);
+    assert_eq!(shutdown.in_flight(), 1, "counted out");
+
+    let run = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { shutdown.run().await }
+    });
+    shutdown.request_shutdown("test");
+    shutdown.reached(Phase::Draining).await;
+    assert!(shutdown.try_enter().is_none());
+    assert_eq!(shutdown.rejected(), 1, "the rejection is counted");
+
+    drop(guard);
+    assert_eq!(shutdown.in_flight(), 0);
+    // Time is paused: a drain held open would run into its 30 s deadline and exit 3.
+    let report = run.await.expect("run");
+    assert_eq!(report.drain.interrupted, 0);
+    assert_eq!(report.exit_code(), 0);
+}
+
+/// Panics when dropped, which happens when the last holder frees the request tracker.
+struct PanicsOnDrop;
+
+impl ShutdownObserver for PanicsOnDrop {}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("observer: dropped");
+    }
+}
+
+#[test]
+fn a_guard_that_frees_the_tracker_survives_an_observer_panicking_on_drop() {
+    let shutdown = Shutdown::default().with_observer(PanicsOnDrop);
+    let guard = shutdown.try_enter().expect("admitted");
+    drop(shutdown);
+    // The guard is the tracker's last holder: its drop frees it, and the observer with
+    // it. The panic is caught there (a guard is dropped inside response bodies, where
+    // an unwind would tear down the connection's task).
+    drop(guard);
+}
