@@ -61,14 +61,37 @@ pin_project! {
         Inner {
             #[pin]
             body: B,
-            guard: Option<RequestGuard>,
+            guard: Cold<RequestGuard>,
         },
         Message {
-            message: Option<&'static [u8]>,
-            discard: Option<Discarding>,
+            // Whether `REJECTED_BODY` is still to be sent: a flag rather than the slice,
+            // so that this variant is no larger than `Inner` for a small body.
+            pending: bool,
+            discard: Cold<Discarding>,
             budget: u64,
         },
     }
+}
+
+/// An `Option` whose contents are dropped out of line: for what is rarely still there
+/// when its owner is dropped (the state of a rejection; the guard, which the body gives
+/// up when it ends). The drop of this body and of the response future then stays small
+/// enough to be inlined into the server's code.
+pub(crate) struct Cold<T>(pub(crate) Option<T>);
+
+impl<T> Drop for Cold<T> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            drop_cold(value);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_cold<T>(value: T) {
+    drop(value);
 }
 
 impl<B> GuardedBody<B> {
@@ -78,7 +101,10 @@ impl<B> GuardedBody<B> {
     #[inline]
     pub fn new(body: B, guard: Option<RequestGuard>) -> Self {
         Self {
-            kind: Kind::Inner { body, guard },
+            kind: Kind::Inner {
+                body,
+                guard: Cold(guard),
+            },
         }
     }
 
@@ -95,20 +121,16 @@ impl<B> GuardedBody<B> {
     {
         let discard = (!request_body.is_end_stream() && discard_limit > 0)
             .then(|| Discarding::new(Box::pin(request_body)));
-        Self::rejected(REJECTED_BODY, discard, discard_limit)
+        Self::rejected(discard, discard_limit)
     }
 
-    /// A message sent once `discard` (the rejected request's body) has been read to its
-    /// end or for `budget` bytes.
-    pub(crate) fn rejected(
-        message: &'static [u8],
-        discard: Option<Discarding>,
-        budget: u64,
-    ) -> Self {
+    /// [`REJECTED_BODY`], sent once `discard` (the rejected request's body) has been read
+    /// to its end or for `budget` bytes.
+    pub(crate) fn rejected(discard: Option<Discarding>, budget: u64) -> Self {
         Self {
             kind: Kind::Message {
-                message: Some(message),
-                discard,
+                pending: true,
+                discard: Cold(discard),
                 budget,
             },
         }
@@ -116,7 +138,13 @@ impl<B> GuardedBody<B> {
 
     /// `true` while this body still holds its request's guard.
     pub fn holds_guard(&self) -> bool {
-        matches!(&self.kind, Kind::Inner { guard: Some(_), .. })
+        matches!(
+            &self.kind,
+            Kind::Inner {
+                guard: Cold(Some(_)),
+                ..
+            }
+        )
     }
 }
 
@@ -143,32 +171,34 @@ where
                         Some(Ok(_)) => body.is_end_stream(),
                     };
                     if ended {
-                        guard.take();
+                        guard.0.take();
                     }
                 }
                 poll
             }
             KindProj::Message {
-                message,
+                pending,
                 discard,
                 budget,
-            } => poll_message(message, discard, budget, cx),
+            } => poll_message(pending, &mut discard.0, budget, cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body, .. } => body.is_end_stream(),
-            Kind::Message { message, .. } => message.is_none(),
+            Kind::Message { pending, .. } => !pending,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body, .. } => body.size_hint(),
-            Kind::Message { message, .. } => {
-                SizeHint::with_exact(message.map_or(0, |m| m.len() as u64))
-            }
+            Kind::Message { pending, .. } => SizeHint::with_exact(if *pending {
+                REJECTED_BODY.len() as u64
+            } else {
+                0
+            }),
         }
     }
 }
@@ -179,7 +209,7 @@ where
 #[cold]
 #[inline(never)]
 fn poll_message<D: From<&'static [u8]>, E>(
-    message: &mut Option<&'static [u8]>,
+    pending: &mut bool,
     discard: &mut Option<Discarding>,
     budget: &mut u64,
     cx: &mut Context<'_>,
@@ -189,7 +219,8 @@ fn poll_message<D: From<&'static [u8]>, E>(
         ready!(body.as_mut().poll_discard(cx, budget));
         *discard = None;
     }
-    Poll::Ready(message.take().map(|m| Ok(Frame::data(D::from(m)))))
+    let message = std::mem::replace(pending, false).then_some(REJECTED_BODY);
+    Poll::Ready(message.map(|m| Ok(Frame::data(D::from(m)))))
 }
 
 impl<B> fmt::Debug for GuardedBody<B> {

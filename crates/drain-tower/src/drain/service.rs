@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use shutdown_core::{Admission, RequestGate, RequestGuard, Shutdown};
 use tower_service::Service;
 
-use super::body::{Discarding, GuardedBody, REJECTED_BODY};
+use super::body::{Cold, Discarding, GuardedBody};
 use super::layer::DrainLayer;
 
 /// Middleware that tracks each request on a [`Shutdown`] handle and turns requests
@@ -119,7 +119,7 @@ impl<S> Drain<S> {
         });
         ResponseFuture {
             kind: Kind::Rejected {
-                rejection: Some(rejection),
+                rejection: Cold(Some(rejection)),
             },
         }
     }
@@ -136,7 +136,7 @@ impl Rejection {
     #[cold]
     #[inline(never)]
     fn into_response<B>(self) -> Response<GuardedBody<B>> {
-        let body = GuardedBody::rejected(REJECTED_BODY, self.discard, self.discard_limit);
+        let body = GuardedBody::rejected(self.discard, self.discard_limit);
         let mut response = Response::new(body);
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         let headers = response.headers_mut();
@@ -185,7 +185,7 @@ pin_project! {
             http1: bool,
         },
         Rejected {
-            rejection: Option<Box<Rejection>>,
+            rejection: Cold<Box<Rejection>>,
         },
     }
 }
@@ -217,7 +217,7 @@ where
                     GuardedBody::new(body, guard),
                 )))
             }
-            KindProj::Rejected { rejection } => match rejection.take() {
+            KindProj::Rejected { rejection } => match rejection.0.take() {
                 Some(rejection) => Poll::Ready(Ok(rejection.into_response())),
                 None => panic!("`ResponseFuture` polled after completion"),
             },

@@ -406,10 +406,20 @@ async fn exempt_paths_can_be_replaced_by_a_list_or_a_predicate() {
 
 #[tokio::test]
 async fn the_message_body_yields_one_frame_then_ends() {
-    let mut body: GuardedBody<Full<Bytes>> = GuardedBody::rejected(b"bye", None, 0);
+    let mut body: GuardedBody<Full<Bytes>> = GuardedBody::rejected(None, 0);
     assert!(!body.is_end_stream());
+    assert_eq!(
+        body.size_hint().exact(),
+        Some(shutdown_core::REJECTION_MESSAGE.len() as u64)
+    );
     let frame: Frame<Bytes> = body.frame().await.expect("frame").expect("data");
-    assert_eq!(frame.into_data().ok(), Some(Bytes::from_static(b"bye")));
+    assert_eq!(
+        frame.into_data().ok(),
+        Some(Bytes::from_static(
+            shutdown_core::REJECTION_MESSAGE.as_bytes()
+        ))
+    );
+    assert_eq!(body.size_hint().exact(), Some(0));
     assert!(body.is_end_stream());
     assert!(body.frame().await.is_none());
 }
