@@ -9,7 +9,7 @@ use http_body::{Body, Frame};
 use http_body_util::channel::{Channel, Sender};
 use http_body_util::{BodyExt, Full};
 use shutdown_core::{RequestGate, Shutdown, ShutdownConfig};
-use tower::{BoxError, Service, ServiceExt, service_fn};
+use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
 
 use super::{DrainLayer, GuardedBody};
 
@@ -451,4 +451,44 @@ async fn a_rejection_body_reads_the_request_body_before_its_message() {
         ))
     );
     assert!(body.frame().await.is_none());
+}
+
+#[tokio::test]
+async fn a_rejection_dropped_before_its_end_lets_go_of_the_request_body() {
+    let shutdown = Shutdown::default();
+    begin_drain(&shutdown).await;
+    let mut service = DrainLayer::new(shutdown.clone()).layer(service_fn(
+        |_request: Request<Channel<Bytes, BoxError>>| async {
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+        },
+    ));
+    let upload = || {
+        let (tx, body) = Channel::<Bytes, BoxError>::new(1);
+        let mut request = Request::new(body);
+        *request.version_mut() = Version::HTTP_11;
+        (tx, request)
+    };
+
+    // The client went away before the response future was polled.
+    let (mut tx, request) = upload();
+    drop(service.call(request));
+    assert!(
+        tx.send_data(Bytes::from_static(b"more")).await.is_err(),
+        "the request body was dropped with the future"
+    );
+
+    // The client went away while its upload was being discarded.
+    let (mut tx, request) = upload();
+    let response = service.call(request).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let mut body = response.into_body();
+    let waiting = tokio::time::timeout(Duration::from_millis(20), body.frame()).await;
+    assert!(waiting.is_err(), "still reading the upload");
+    drop(body);
+    assert!(
+        tx.send_data(Bytes::from_static(b"more")).await.is_err(),
+        "the request body was dropped with the response body"
+    );
+    assert_eq!(shutdown.rejected(), 2);
+    assert_eq!(shutdown.in_flight(), 0);
 }
