@@ -47,6 +47,17 @@ impl ShutdownObserver for Recorder {
     }
 }
 
+/// Runs the sequence in a task, triggers it, and returns once the drain has begun.
+async fn start_draining(shutdown: &Shutdown) -> tokio::task::JoinHandle<ShutdownReport> {
+    let run = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { shutdown.run().await }
+    });
+    shutdown.request_shutdown("test");
+    shutdown.reached(Phase::Draining).await;
+    run
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_observer_sees_each_event_once_in_order() {
     let recorder = Recorder::default();
@@ -56,12 +67,7 @@ async fn the_observer_sees_each_event_once_in_order() {
 
     drop(shutdown.try_enter().expect("running"));
     let _stuck = shutdown.try_enter_scoped().expect("running");
-    let run = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { shutdown.run().await }
-    });
-    shutdown.request_shutdown("test");
-    shutdown.reached(Phase::Draining).await;
+    let run = start_draining(&shutdown).await;
     assert!(shutdown.try_enter().is_none());
     let report = run.await.expect("run");
     assert_eq!(report.exit_code(), 3);
@@ -121,12 +127,7 @@ async fn an_observer_that_panics_loses_no_request_and_holds_no_drain() {
     drop(scoped);
     assert_eq!(shutdown.in_flight(), 1, "counted out");
 
-    let run = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move { shutdown.run().await }
-    });
-    shutdown.request_shutdown("test");
-    shutdown.reached(Phase::Draining).await;
+    let run = start_draining(&shutdown).await;
     assert!(shutdown.try_enter().is_none());
     assert_eq!(shutdown.rejected(), 1, "the rejection is counted");
 
