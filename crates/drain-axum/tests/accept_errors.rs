@@ -3,6 +3,8 @@
 //! Alone in its test binary: it lowers the process's descriptor limit and installs the
 //! global log subscriber.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
@@ -111,11 +113,7 @@ async fn out_of_descriptors_the_loop_retries_and_serves_everyone() {
     }
 
     shutdown.request_shutdown("test");
-    let report = tokio::time::timeout(WAIT, server)
-        .await
-        .expect("serve returns")
-        .expect("task")
-        .expect("serve");
+    let report = support::served(server, WAIT).await;
     assert_eq!(report.exit_code(), 0);
     assert!(
         logs.text().contains("Too many open files") || logs.text().contains("EMFILE"),

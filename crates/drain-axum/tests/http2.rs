@@ -2,6 +2,8 @@
 //! request in flight finishes, a new one on the same connection gets its `503` (without
 //! `Connection`, which HTTP/2 forbids), and the connection is closed after the drain.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,11 +114,7 @@ async fn http2_requests_drain_and_the_connection_closes_after_the_drain() {
         .expect("the server closes the connection after the drain")
         .expect("task")
         .expect("a clean close (GOAWAY), not an error");
-    let report = tokio::time::timeout(WAIT, server)
-        .await
-        .expect("serve returns")
-        .expect("task")
-        .expect("serve");
+    let report = support::served(server, WAIT).await;
     assert_eq!(report.exit_code(), 0);
     assert_eq!(
         report.drain.drained(),

@@ -1,6 +1,8 @@
 //! `with_drain`, `drained` and `serve`, in process. The full scenario list runs against a real
 //! process in `tests/tests/adapter_axum.rs` (the `e2e-tests` crate).
 
+mod support;
+
 use std::time::Duration;
 
 use axum::Router;
@@ -181,11 +183,7 @@ async fn serve_keeps_answering_during_the_drain_then_stops_and_runs_cleanup() {
     assert_eq!(&answer, b"HTTP/1.1 503");
 
     gate.notify_one();
-    let report = tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("serve returns")
-        .expect("server task")
-        .expect("serve");
+    let report = support::served(server, Duration::from_secs(10)).await;
     assert_eq!(report.exit_code(), 0);
     assert_eq!(report.drain.drained(), 1);
     assert_eq!(report.drain.rejected, 1);
