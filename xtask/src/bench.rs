@@ -207,7 +207,7 @@ fn bench() -> Result<(), String> {
     );
     let _ = writeln!(summary, "| row | time | to `bare` |\n|---|---|---|");
     let router_bare = median("axum_router", "bare")?;
-    for name in ["bare", "with_drain", "drained", "drained_unboxed"] {
+    for name in ["bare", "with_drain", "drained"] {
         let t = median("axum_router", name)?;
         let _ = writeln!(
             summary,
@@ -218,7 +218,7 @@ fn bench() -> Result<(), String> {
     }
     let _ = writeln!(
         summary,
-        "\n`with_drain` layers route by route (axum clones each route's boxed service per request); `drained` wraps the whole router once, as a service for `axum::serve` (response body boxed into axum's `Body`); `drained_unboxed` is the stack `drain_axum::serve` runs (the body handed to hyper as it is).\n"
+        "\n`with_drain` layers route by route (axum clones each route's boxed service per request); `drained` wraps the whole router once, as `drain_axum::serve` (`axum::serve`) runs it (response body boxed into axum's `Body`).\n"
     );
     let _ = writeln!(
         summary,

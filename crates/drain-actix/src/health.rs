@@ -1,7 +1,7 @@
 //! Readiness and liveness endpoints for actix-web.
 //!
 //! [`health_routes`] mounts both at the paths the
-//! [`Drain`](crate::Drain) middleware exempts by default:
+//! [`DrainLayer`](crate::DrainLayer) middleware exempts by default:
 //!
 //! - `/health/ready` answers `200 ready` while the service runs and `503 shutting down`
 //!   from the first moment of the shutdown, through the pre-stop delay: that is what
@@ -12,10 +12,10 @@
 //! Both answer any method, with `Cache-Control: no-store`. [`readiness`] and
 //! [`liveness`] build the responses for applications that route them their own way.
 
-use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpResponse, web};
-use shutdown_core::Shutdown;
+use shutdown_core::{PlainResponse, Shutdown};
+
+use crate::mapping;
 
 /// The path of the readiness endpoint.
 pub const READY_PATH: &str = "/health/ready";
@@ -61,26 +61,17 @@ pub fn health_routes(shutdown: Shutdown) -> impl FnOnce(&mut web::ServiceConfig)
 }
 
 /// The readiness response for the current state: `200 ready`, or `503 shutting down`
-/// once the shutdown has been triggered.
+/// once the shutdown has been triggered (`shutdown-core`'s
+/// [`PlainResponse::readiness`]).
 pub fn readiness(shutdown: &Shutdown) -> HttpResponse {
-    if shutdown.is_ready() {
-        text(StatusCode::OK, "ready\n")
-    } else {
-        text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    }
+    text(&PlainResponse::readiness(shutdown))
 }
 
-/// The liveness response: `200 alive`.
+/// The liveness response: `200 alive` ([`PlainResponse::liveness`]).
 pub fn liveness() -> HttpResponse {
-    text(StatusCode::OK, "alive\n")
+    text(&PlainResponse::liveness())
 }
 
-fn text(status: StatusCode, body: &'static str) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .insert_header((
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        ))
-        .body(body)
+fn text(plain: &PlainResponse<'static>) -> HttpResponse {
+    mapping::response(plain, plain.body()).map_into_boxed_body()
 }

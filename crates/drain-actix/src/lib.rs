@@ -5,17 +5,16 @@
 
 pub mod drain;
 pub mod health;
+mod mapping;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod metrics;
 mod serve;
 
-pub use drain::{
-    DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Drain, DrainBody, DrainMiddleware, GuardedBody,
-    RejectionBody,
-};
+pub use drain::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, GuardedBody};
 pub use health::health_routes;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub use metrics::metrics_routes;
-pub use serve::{STOP_MARGIN, ServeError, serve, serve_server};
+pub use serve::{serve, serve_server};
+pub use shutdown_core::ServeError;

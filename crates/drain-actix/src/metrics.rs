@@ -58,7 +58,7 @@ mod tests {
         let shutdown = Shutdown::default();
         let app = test::init_service(
             App::new()
-                .wrap(crate::Drain::new(shutdown.clone()))
+                .wrap(crate::DrainLayer::new(shutdown.clone()))
                 .configure(metrics_routes(metrics)),
         )
         .await;

@@ -126,7 +126,7 @@ impl Adapter for Actix {
         let shutdown = gate.shutdown().clone();
         let app = test::init_service(
             App::new()
-                .wrap(drain_actix::Drain::from_gate(gate))
+                .wrap(drain_actix::DrainLayer::from_gate(gate))
                 .configure(drain_actix::health_routes(shutdown))
                 .configure(|config| self::routes(config, routes)),
         )

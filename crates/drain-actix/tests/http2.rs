@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpServer, web};
 use bytes::Bytes;
-use drain_actix::Drain;
+use drain_actix::DrainLayer;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -222,7 +222,7 @@ fn bind() -> TcpListener {
 #[actix_web::test]
 async fn stopping_the_server_sends_no_http2_goaway() {
     let shutdown = Shutdown::default();
-    let drain = Drain::new(shutdown.clone());
+    let drain = DrainLayer::new(shutdown.clone());
     let h2c = bind();
     let addr = h2c.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let server = HttpServer::new(move || {

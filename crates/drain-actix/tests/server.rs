@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use drain_actix::Drain;
+use drain_actix::DrainLayer;
 use shutdown_core::{Phase, Shutdown, ShutdownConfig, ShutdownReport};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,7 +23,7 @@ async fn with_server<T: Send + 'static>(
     client: impl FnOnce(SocketAddr, Shutdown) -> T + Send + 'static,
 ) -> (ShutdownReport, T) {
     let mut options = Options {
-        drain: Drain::new(shutdown.clone()),
+        drain: DrainLayer::new(shutdown.clone()),
         half_closed: true,
     };
     configure(&mut options);
@@ -59,7 +59,7 @@ async fn with_server<T: Send + 'static>(
 }
 
 struct Options {
-    drain: Drain,
+    drain: DrainLayer,
     half_closed: bool,
 }
 
@@ -242,7 +242,7 @@ async fn the_server_stop_is_bounded_and_precedes_cleanup() {
     .await;
     assert_eq!(report.drain.interrupted, 1);
     // The drain deadline, then the stop: 300 ms round up to actix's 1 s.
-    let bound = Duration::from_millis(200) + Duration::from_secs(1) + drain_actix::STOP_MARGIN;
+    let bound = Duration::from_millis(200) + Duration::from_secs(1) + shutdown_core::STOP_GRACE;
     assert!(stopped_after < bound, "took {stopped_after:?}");
     assert!(
         listener_closed.load(Ordering::SeqCst),

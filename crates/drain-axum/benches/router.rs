@@ -5,10 +5,9 @@
 //! - `bare`: the router alone.
 //! - `with_drain`: `DrainRouterExt::with_drain`, the layer added route by route
 //!   (`Router::layer`); axum clones each route's boxed service for every request.
-//! - `drained`: `drain_axum::drained`, the whole router behind one layer, as a
-//!   `Service<Request>` for `axum::serve` (its response body boxed into axum's `Body`);
-//! - `drained_unboxed`: the same stack as `drain_axum::serve` runs it, handing hyper the
-//!   `GuardedBody<Body>` as it is.
+//! - `drained`: `drain_axum::drained`, the whole router behind one layer, as
+//!   `drain_axum::serve` (`axum::serve`) runs it: its response body boxed into axum's
+//!   `Body`.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -20,10 +19,10 @@ use axum::extract::Request;
 use axum::http::Response;
 use axum::routing::get;
 use criterion::{Criterion, criterion_group, criterion_main};
-use drain_axum::{DrainLayer, DrainRouterExt};
+use drain_axum::DrainRouterExt;
 use http_body_util::BodyExt;
 use shutdown_core::Shutdown;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 fn router() -> Router {
     Router::new().route("/", get(|| async { "hello, bench" }))
@@ -60,9 +59,6 @@ fn bench_router(c: &mut Criterion) {
         "drained",
         drain_axum::drained(router(), &shutdown),
     );
-    let unboxed = DrainLayer::new(shutdown.clone())
-        .layer(router().merge(drain_axum::health_routes(shutdown.clone())));
-    bench(&mut group, &runtime, "drained_unboxed", unboxed);
     group.finish();
     assert_eq!(shutdown.in_flight(), 0, "every guard was released");
 }

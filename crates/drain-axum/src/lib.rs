@@ -5,28 +5,24 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
-use std::io;
-use std::pin::{Pin, pin};
-use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::future::{Future, IntoFuture, Ready, ready};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
+use axum::extract::connect_info::IntoMakeServiceWithConnectInfo;
 use axum::response::Response;
 use axum::routing::future::RouteFuture;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use axum::serve::{IncomingStream, Listener};
 use pin_project_lite::pin_project;
-use shutdown_core::{Shutdown, ShutdownReport};
-use tokio::net::TcpListener;
+use shutdown_core::{CancellationToken, Shutdown, ShutdownReport};
 use tower_service::Service;
-use tracing::{debug, error, info, warn};
+use tracing::{info, warn};
 
 pub use drain_tower::{DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, GuardedBody, Liveness, Readiness};
+pub use shutdown_core::ServeError;
 
 /// `/health/live` and `/health/ready` for `shutdown`: merge them into your router before
 /// adding the [`DrainLayer`] (they are exempt from it by path).
@@ -71,8 +67,7 @@ pub trait DrainRouterExt {
     /// still waits for its state, and with any way of serving. It costs more per
     /// request than wrapping the whole router once, because axum clones each route's
     /// boxed service for every request (five more allocations per request, where
-    /// [`drained`] served by [`serve`] adds none). To serve with [`serve`], use
-    /// [`drained`].
+    /// [`drained`] adds one). To serve with [`serve`], use [`drained`].
     fn with_drain(self, shutdown: &Shutdown) -> Self;
 }
 
@@ -105,12 +100,12 @@ pub fn drained(router: Router, shutdown: &Shutdown) -> Drained {
 }
 
 /// A router behind a [`DrainLayer`], wrapped as a whole rather than route by route:
-/// from [`drained`] or [`Drained::new`], served by [`serve`] (or by `axum::serve` through
-/// `axum::ServiceExt::into_make_service`).
+/// from [`drained`] or [`Drained::new`], served by [`serve`] (or by `axum::serve`, which
+/// takes it as it takes a `Router`).
 ///
-/// Each request costs the layer's guard and one reference count for cloning the
-/// service. Under [`serve`] nothing is allocated for it; as a `Service<Request>` (for
-/// `axum::serve` or tests) the response body is boxed once into axum's `Body`.
+/// Each request costs the layer's guard, one reference count for cloning the service,
+/// and one allocation: the response body is boxed into axum's `Body`, as `axum::serve`
+/// requires.
 #[derive(Clone)]
 pub struct Drained {
     service: Drain<Router>,
@@ -131,6 +126,29 @@ impl Drained {
     /// The shutdown this service counts its requests on.
     pub fn shutdown(&self) -> &Shutdown {
         self.service.gate().shutdown()
+    }
+
+    /// Gives each request the peer's [`ConnectInfo`](axum::extract::ConnectInfo) of type
+    /// `C`, as `Router::into_make_service_with_connect_info` does: pass the result to
+    /// [`serve`].
+    pub fn into_make_service_with_connect_info<C>(self) -> IntoMakeServiceWithConnectInfo<Self, C> {
+        axum::ServiceExt::<Request>::into_make_service_with_connect_info(self)
+    }
+}
+
+/// A `Drained` is its own make-service, as a `Router` is: [`serve`] and `axum::serve`
+/// take it as it is.
+impl<L: Listener> Service<IncomingStream<'_, L>> for Drained {
+    type Response = Self;
+    type Error = Infallible;
+    type Future = Ready<Result<Self, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _stream: IncomingStream<'_, L>) -> Self::Future {
+        ready(Ok(self.clone()))
     }
 }
 
@@ -171,7 +189,7 @@ impl Future for DrainedFuture {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = ready!(self.project().inner.poll(cx))?;
+        let response = std::task::ready!(self.project().inner.poll(cx))?;
         Poll::Ready(Ok(response.map(Body::new)))
     }
 }
@@ -182,122 +200,96 @@ impl fmt::Debug for DrainedFuture {
     }
 }
 
-/// Serves `app` on `listener` until the shutdown is over, and returns the report.
+/// Serves `make_service` on `listener` until the shutdown is over, and returns the
+/// report: [`axum::serve`] with its graceful shutdown, driven by
+/// [`Shutdown::run_server`].
+///
+/// `listener` is anything `axum::serve` takes (a tokio `TcpListener` or `UnixListener`,
+/// a TLS listener of yours, one tapped with `ListenerExt::tap_io`), and `make_service`
+/// is the [`Drained`] router from [`drained`], or
+/// [`Drained::into_make_service_with_connect_info`] where handlers read
+/// [`ConnectInfo`](axum::extract::ConnectInfo).
 ///
 /// - The listener stays open while the service drains: new requests reach the
 ///   [`DrainLayer`] and get `503` with `Retry-After`, not a refused connection.
 /// - When the drain ends (the last request has finished, or `SHUTDOWN_TIMEOUT` has
-///   passed), the server stops accepting and closes its connections gracefully (idle
-///   keep-alive connections at once, HTTP/2 with a `GOAWAY`); it is given
-///   [`ShutdownConfig::server_stop_timeout`](shutdown_core::ShutdownConfig::server_stop_timeout)
-///   for that, after which its remaining connections (a handler still running past the
-///   deadline, a never-ending stream) are abandoned rather than waited for.
+///   passed), axum stops accepting and closes its connections gracefully (idle
+///   keep-alive connections at once, HTTP/2 with a `GOAWAY`). axum itself waits for
+///   them with no deadline; this waits
+///   [`ShutdownConfig::server_stop_timeout`](shutdown_core::ShutdownConfig::server_stop_timeout),
+///   then abandons what is left (a handler still running past the deadline, a
+///   never-ending stream).
 /// - Then background tasks are cancelled and the cleanup tasks run ([`Shutdown::run`]),
 ///   after the server has stopped; the report is returned.
 ///
 /// Install the signal handlers (`shutdown-signal`) before calling it.
 ///
-/// The accept loop is axum's (hyper's automatic HTTP/1 and HTTP/2 builder, upgrades
-/// enabled, accept errors retried), except that the response bodies are handed to
-/// hyper as they are instead of being boxed into axum's `Body`: one allocation fewer
-/// per request. It does not provide axum's `ConnectInfo`; serve the [`Drained`]
-/// service with `axum::serve` and `into_make_service_with_connect_info` where a
-/// handler needs the peer address, and run the shutdown yourself.
+/// ```no_run
+/// use std::net::SocketAddr;
+///
+/// use axum::extract::ConnectInfo;
+/// use axum::{Router, routing::get};
+/// use shutdown_core::Shutdown;
+///
+/// # async fn run(shutdown: Shutdown) -> Result<(), Box<dyn std::error::Error>> {
+/// let app = Router::new().route(
+///     "/",
+///     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+/// );
+/// let app = drain_axum::drained(app, &shutdown);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+/// let report = drain_axum::serve(listener, make_service, &shutdown).await?;
+/// std::process::exit(report.exit_code());
+/// # }
+/// ```
 ///
 /// # Errors
 ///
-/// [`ServeError`] when the listener's address cannot be read or the server fails; the
-/// shutdown is then triggered and run, so that cleanup still happens.
-pub async fn serve(listener: TcpListener, app: Drained) -> Result<ShutdownReport, ServeError> {
-    let shutdown = app.shutdown().clone();
-    let addr = match listener.local_addr() {
-        Ok(addr) => addr,
-        Err(error) => return Err(fail(&shutdown, error).await),
-    };
-    info!(%addr, "serving; the listener stays open until the drain has ended");
-    // axum's own accept loop, without its conversion of every response body into a
-    // boxed `Body`: hyper takes `GuardedBody<Body>` as it is.
-    let connections = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
-    // As axum: the CONNECT protocol, for WebSockets over HTTP/2.
-    builder.http2().enable_connect_protocol();
-    {
-        let mut drained = pin!(shutdown.drain());
-        loop {
-            tokio::select! {
-                _ = &mut drained => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let service = TowerToHyperService::new(app.service.clone());
-                        let connection = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
-                        let connection = connections.watch(connection);
-                        tokio::spawn(async move {
-                            if let Err(error) = connection.await {
-                                debug!(error = %error, "connection ended with an error");
-                            }
-                        });
-                    }
-                    // The peer gave up before the connection was accepted.
-                    Err(error) if is_connection_error(&error) => {}
-                    // Out of file descriptors, or worse: retry, as axum does.
-                    Err(error) => {
-                        error!(error = %error, "accepting a connection failed; retrying in 1 s");
-                        tokio::select! {
-                            _ = &mut drained => break,
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
-                },
+/// [`ServeError`] when the listener's address cannot be read; the shutdown is then
+/// triggered and run, so that cleanup still happens.
+pub async fn serve<L, M, S>(
+    listener: L,
+    make_service: M,
+    shutdown: &Shutdown,
+) -> Result<ShutdownReport, ServeError>
+where
+    L: Listener,
+    L::Addr: fmt::Debug,
+    M: for<'a> Service<IncomingStream<'a, L>, Error = Infallible, Response = S> + Send + 'static,
+    for<'a> <M as Service<IncomingStream<'a, L>>>::Future: Send,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    match listener.local_addr() {
+        Ok(addr) => info!(
+            ?addr,
+            "serving; the listener stays open until the drain has ended"
+        ),
+        Err(error) => return shutdown.run_server(ready(Err(error)), || {}).await,
+    }
+    // axum waits for its connections with no deadline once told to stop: the stop
+    // timeout is enforced here, as poem and actix-web enforce it themselves.
+    let stop_timeout = shutdown.config().server_stop_timeout();
+    let stop = CancellationToken::new();
+    let serving = axum::serve(listener, make_service)
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future();
+    let stopped = stop.clone();
+    let server = async move {
+        tokio::select! {
+            served = serving => served,
+            () = async {
+                stopped.cancelled().await;
+                tokio::time::sleep(stop_timeout).await;
+            } => {
+                warn!(
+                    stop_timeout_ms = u64::try_from(stop_timeout.as_millis()).unwrap_or(u64::MAX),
+                    "connections still open after the stop timeout are abandoned"
+                );
+                Ok(())
             }
         }
-    }
-    drop(listener);
-    // Idle keep-alive connections close now, HTTP/2 ones get a GOAWAY, busy ones close
-    // after their response.
-    let stop = shutdown.config().server_stop_timeout();
-    match tokio::time::timeout(stop, connections.shutdown()).await {
-        Ok(()) => info!("server stopped"),
-        Err(_) => warn!(
-            timeout_ms = u64::try_from(stop.as_millis()).unwrap_or(u64::MAX),
-            "the server did not close its connections in time; abandoning them"
-        ),
-    }
-    Ok(shutdown.run().await)
-}
-
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
-}
-
-/// Triggers and runs the shutdown after a failure, so that the cleanup tasks still close
-/// what they own.
-async fn fail(shutdown: &Shutdown, error: io::Error) -> ServeError {
-    error!(error = %error, "serving failed; shutting down");
-    shutdown.request_shutdown(format!("the HTTP server failed: {error}"));
-    shutdown.run().await;
-    ServeError(error)
-}
-
-/// The server could not serve, or failed. The shutdown has run all the same (its
-/// cleanup tasks included).
-#[derive(Debug)]
-pub struct ServeError(io::Error);
-
-impl fmt::Display for ServeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "serving failed: {}", self.0)
-    }
-}
-
-impl std::error::Error for ServeError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
+    };
+    shutdown.run_server(server, move || stop.cancel()).await
 }

@@ -1,5 +1,6 @@
-//! `serve` out of file descriptors: accepting fails with `EMFILE`, the error is logged,
-//! the loop retries, and every waiting client is served once descriptors are free.
+//! `serve` out of file descriptors: accepting fails with `EMFILE`, the error is logged
+//! (axum's accept loop, with its `tracing` feature), the loop retries, and every waiting
+//! client is served once descriptors are free.
 //! Alone in its test binary: it lowers the process's descriptor limit and installs the
 //! global log subscriber.
 
@@ -82,12 +83,13 @@ async fn out_of_descriptors_the_loop_retries_and_serves_everyone() {
     // Room for the runtime's own needs and one accepted connection, not for all.
     setrlimit(Resource::RLIMIT_NOFILE, open_descriptors() + 1, hard).expect("setrlimit");
 
-    let server = tokio::spawn(drain_axum::serve(
-        listener,
-        drain_axum::drained(Router::new().route("/", get(|| async { "ok" })), &shutdown),
-    ));
+    let app = drain_axum::drained(Router::new().route("/", get(|| async { "ok" })), &shutdown);
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { drain_axum::serve(listener, app, &shutdown).await }
+    });
     tokio::time::timeout(WAIT, async {
-        while !logs.text().contains("accepting a connection failed") {
+        while !logs.text().contains("accept error") {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })

@@ -45,10 +45,11 @@ async fn http2_requests_drain_and_the_connection_closes_after_the_drain() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(drain_axum::serve(
-        listener,
-        drain_axum::drained(routes, &shutdown),
-    ));
+    let app = drain_axum::drained(routes, &shutdown);
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { drain_axum::serve(listener, app, &shutdown).await }
+    });
 
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (sender, connection) =

@@ -154,7 +154,10 @@ async fn serve_keeps_answering_during_the_drain_then_stops_and_runs_cleanup() {
         let closed = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err();
         let _ = cleaned.send(closed);
     });
-    let server = tokio::spawn(drain_axum::serve(listener, app));
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { drain_axum::serve(listener, app, &shutdown).await }
+    });
 
     let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
     slow.write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n")

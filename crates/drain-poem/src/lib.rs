@@ -9,8 +9,9 @@ pub mod health;
 mod metrics;
 mod serve;
 
-pub use drain::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Drain, DrainEndpoint};
+pub use drain::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Drain, DrainLayer};
 pub use health::{Liveness, Readiness, health_routes};
 #[cfg(feature = "prometheus")]
 pub use metrics::Metrics;
-pub use serve::{STOP_GRACE, ServeError, serve, serve_server};
+pub use serve::{serve, serve_server};
+pub use shutdown_core::ServeError;

@@ -1,20 +1,11 @@
-//! [`serve`]: runs a poem server through the whole shutdown sequence.
-
-use std::error::Error;
-use std::fmt;
-use std::io;
-use std::time::Duration;
+//! [`serve`] and [`serve_server`]: run a poem server through the whole shutdown
+//! sequence.
 
 use poem::listener::{Acceptor, Listener};
 use poem::{IntoEndpoint, Server};
-use shutdown_core::{Shutdown, ShutdownReport, Trigger};
-use tracing::{error, info, warn};
-
-/// How much longer than [`ShutdownConfig::server_stop_timeout`] the helper waits for
-/// poem to return before it abandons the server.
-///
-/// [`ShutdownConfig::server_stop_timeout`]: shutdown_core::ShutdownConfig::server_stop_timeout
-pub const STOP_GRACE: Duration = Duration::from_secs(1);
+use shutdown_core::{ServeError, Shutdown, ShutdownReport};
+use tokio::sync::oneshot;
+use tracing::info;
 
 /// Serves `app` on `acceptor` until the shutdown, then runs the rest of the sequence and
 /// returns its report.
@@ -27,27 +18,31 @@ pub const STOP_GRACE: Duration = Duration::from_secs(1);
 ///
 /// In order:
 ///
+/// It is [`Shutdown::run_server`] around poem's own server:
+///
 /// 1. serves, with the listener open, until [`Shutdown::drain`] has ended: through the
 ///    pre-stop delay and the drain, new requests reach the application, where
-///    [`Drain`](crate::Drain) answers them with `503` instead of a refused connection;
+///    [`DrainLayer`](crate::DrainLayer) answers them with `503` instead of a refused
+///    connection;
 /// 2. tells poem to stop: the listener closes, idle keep-alive connections close,
 ///    and connections still busy (a request past the drain deadline, an endless
 ///    stream, a client that stalls) are dropped after
 ///    [`ShutdownConfig::server_stop_timeout`](shutdown_core::ShutdownConfig::server_stop_timeout)
 ///    (default 1 s; passed to poem as `Some(timeout)`, never `None`). Should poem not
-///    return [`STOP_GRACE`] after that, the server is abandoned, with a warning;
+///    return [`STOP_GRACE`](shutdown_core::STOP_GRACE) after that, the server is
+///    abandoned, with a warning;
 /// 3. runs [`Shutdown::run`]: background tasks are cancelled and awaited, cleanup tasks
 ///    run (the server has stopped by then), and the report is returned.
 ///
-/// Apply [`Drain`](crate::Drain) to `app` yourself: this function does not add it.
-/// Install the signal handlers (`shutdown-signal`) before calling it.
+/// Apply [`DrainLayer`](crate::DrainLayer) to `app` yourself: this function does not
+/// add it. Install the signal handlers (`shutdown-signal`) before calling it.
 ///
 /// # Errors
 ///
-/// [`ServeError`] when the server fails (with poem 3, only
-/// [`serve_server`] with a [`Listener`] that cannot bind). The shutdown is then
-/// triggered ([`Trigger::TaskFailed`]) and run, so cleanup tasks still run; the error
-/// carries the report.
+/// [`ServeError`] when the server fails (with poem 3, only [`serve_server`] with a
+/// [`Listener`] that cannot bind). The shutdown is then triggered
+/// ([`Trigger::TaskFailed`](shutdown_core::Trigger::TaskFailed), task `"server"`) and
+/// run, so cleanup tasks still run; the error carries the report.
 ///
 /// # Cancel safety
 ///
@@ -98,91 +93,19 @@ where
     E: IntoEndpoint,
     E::Endpoint: 'static,
 {
-    let stop_timeout = shutdown.config().server_stop_timeout();
-    let signal = {
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.drain().await;
-            info!(
-                timeout_ms = millis(stop_timeout),
-                "drain ended; stopping the server"
-            );
-        }
+    let (stop, stopped) = oneshot::channel::<()>();
+    let stopped = async {
+        let _ = stopped.await;
     };
-    let running = server.run_with_graceful_shutdown(app, signal, Some(stop_timeout));
-    let abandon = async {
-        shutdown.drain().await;
-        tokio::time::sleep(stop_timeout.saturating_add(STOP_GRACE)).await;
-    };
-    let outcome = tokio::select! {
-        outcome = running => outcome,
-        () = abandon => {
-            warn!(
-                timeout_ms = millis(stop_timeout.saturating_add(STOP_GRACE)),
-                "the server did not stop in time; abandoned"
-            );
-            Ok(())
-        }
-    };
-
-    match outcome {
-        Ok(()) => {
-            // poem returns only after the signal, so the shutdown is under way; this is
-            // for a server that stopped on its own all the same.
-            if shutdown.request_shutdown("the poem server stopped") {
-                warn!("the poem server stopped before the shutdown");
-            }
-            Ok(shutdown.run().await)
-        }
-        Err(source) => {
-            error!(error = %source, "the poem server failed");
-            shutdown.trigger(Trigger::TaskFailed {
-                task: "poem server".to_owned(),
-                error: source.to_string(),
-            });
-            let report = Box::new(shutdown.run().await);
-            Err(ServeError { source, report })
-        }
-    }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The server failed: an I/O error from poem (binding the listener). The shutdown
-/// sequence has run; its report is here.
-#[derive(Debug)]
-pub struct ServeError {
-    source: io::Error,
-    report: Box<ShutdownReport>,
-}
-
-impl ServeError {
-    /// The I/O error.
-    pub fn io_error(&self) -> &io::Error {
-        &self.source
-    }
-
-    /// The report of the shutdown that followed the failure.
-    pub fn report(&self) -> &ShutdownReport {
-        &self.report
-    }
-
-    /// The I/O error and the report.
-    pub fn into_parts(self) -> (io::Error, ShutdownReport) {
-        (self.source, *self.report)
-    }
-}
-
-impl fmt::Display for ServeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the poem server failed: {}", self.source)
-    }
-}
-
-impl Error for ServeError {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&self.source)
-    }
+    info!("serving; the listener stays open until the drain has ended");
+    let running = server.run_with_graceful_shutdown(
+        app,
+        stopped,
+        Some(shutdown.config().server_stop_timeout()),
+    );
+    shutdown
+        .run_server(running, move || {
+            let _ = stop.send(());
+        })
+        .await
 }

@@ -83,7 +83,7 @@ impl Adapter for Poem {
         let shutdown = gate.shutdown().clone();
         let app = self::routes(routes)
             .nest("/health", drain_poem::health_routes(shutdown))
-            .with(drain_poem::Drain::from_gate(gate));
+            .with(drain_poem::DrainLayer::from_gate(gate));
         Self { app: app.boxed() }
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use drain_poem::{Drain, ServeError, health_routes};
+use drain_poem::{DrainLayer, ServeError, health_routes};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{Body, EndpointExt, Route, Server, get, handler, post};
 use shutdown_core::{RequestGate, Shutdown, ShutdownConfig, ShutdownReport, Trigger};
@@ -56,7 +56,7 @@ async fn upload(body: Body) -> poem::Result<String> {
     Ok(format!("received {} bytes", body.into_bytes().await?.len()))
 }
 
-fn app(shutdown: &Shutdown, drain: Drain) -> impl poem::Endpoint + 'static {
+fn app(shutdown: &Shutdown, drain: DrainLayer) -> impl poem::Endpoint + 'static {
     Route::new()
         .at("/", get(hello))
         .at("/slow", get(slow))
@@ -70,7 +70,7 @@ fn app(shutdown: &Shutdown, drain: Drain) -> impl poem::Endpoint + 'static {
 /// Serves on 127.0.0.1:0; returns the address and the task that yields the report.
 async fn start(
     shutdown: &Shutdown,
-    drain: Drain,
+    drain: DrainLayer,
 ) -> (SocketAddr, JoinHandle<Result<ShutdownReport, ServeError>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -132,7 +132,7 @@ async fn wait_until_in_flight(shutdown: &Shutdown, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_stays_open_during_the_drain_and_cleanup_runs_after_it_closed() {
     let shutdown = Shutdown::new(ShutdownConfig::new().with_drain_timeout(Duration::from_secs(30)));
-    let (addr, task) = start(&shutdown, Drain::new(shutdown.clone())).await;
+    let (addr, task) = start(&shutdown, DrainLayer::new(shutdown.clone())).await;
     let closed_at_cleanup = Arc::new(AtomicBool::new(false));
     shutdown.register_cleanup("check listener", {
         let closed = closed_at_cleanup.clone();
@@ -182,7 +182,7 @@ async fn the_server_stop_timeout_bounds_an_endless_stream_and_a_stuck_handler() 
         .with_drain_timeout(Duration::from_millis(200))
         .with_server_stop_timeout(Duration::from_millis(200));
     let shutdown = Shutdown::new(config);
-    let (addr, task) = start(&shutdown, Drain::new(shutdown.clone())).await;
+    let (addr, task) = start(&shutdown, DrainLayer::new(shutdown.clone())).await;
 
     let mut stream = send(addr, "GET /endless HTTP/1.1\r\nhost: test\r\n\r\n").await;
     let mut first = [0u8; 12];
@@ -220,7 +220,7 @@ async fn a_client_that_disconnects_mid_request_does_not_cancel_its_handler() {
         .with_drain_timeout(Duration::from_millis(300))
         .with_server_stop_timeout(Duration::from_millis(200));
     let shutdown = Shutdown::new(config);
-    let (addr, task) = start(&shutdown, Drain::new(shutdown.clone())).await;
+    let (addr, task) = start(&shutdown, DrainLayer::new(shutdown.clone())).await;
 
     let finite = send(addr, "GET /slow HTTP/1.1\r\nhost: test\r\n\r\n").await;
     wait_until_in_flight(&shutdown, 1).await;
@@ -284,7 +284,7 @@ async fn post_body(addr: SocketAddr, size: usize) -> (String, Result<(), std::io
 
 /// Serves and begins the drain; a request left in flight (the returned connection)
 /// keeps the drain, and so the listener, open for the test.
-async fn draining(drain: impl FnOnce(Shutdown) -> Drain) -> (SocketAddr, TcpStream) {
+async fn draining(drain: impl FnOnce(Shutdown) -> DrainLayer) -> (SocketAddr, TcpStream) {
     let shutdown = Shutdown::default();
     let (addr, _task) = start(&shutdown, drain(shutdown.clone())).await;
     let held = send(addr, "GET /stuck HTTP/1.1\r\nhost: test\r\n\r\n").await;
@@ -300,7 +300,7 @@ async fn draining(drain: impl FnOnce(Shutdown) -> Drain) -> (SocketAddr, TcpStre
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_whose_body_arrives_during_the_drain_gets_its_503_not_a_reset() {
     let (addr, _held) = draining(|shutdown| {
-        Drain::from_gate(RequestGate::new(shutdown).with_discard_limit(16 * 1024 * 1024))
+        DrainLayer::from_gate(RequestGate::new(shutdown).with_discard_limit(16 * 1024 * 1024))
     })
     .await;
     for size in [0, 16 * 1024, 256 * 1024, 8 * 1024 * 1024] {
@@ -321,9 +321,10 @@ async fn a_post_whose_body_arrives_during_the_drain_gets_its_503_not_a_reset() {
 /// than the loopback socket buffers absorb) is cut off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_discarding_a_large_rejected_post_is_cut_off() {
-    let (addr, _held) =
-        draining(|shutdown| Drain::from_gate(RequestGate::new(shutdown).with_discard_limit(0)))
-            .await;
+    let (addr, _held) = draining(|shutdown| {
+        DrainLayer::from_gate(RequestGate::new(shutdown).with_discard_limit(0))
+    })
+    .await;
     let (head, sent) = post_body(addr, 32 * 1024 * 1024).await;
     assert!(
         head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
@@ -349,19 +350,19 @@ async fn a_server_that_cannot_bind_is_an_error_and_the_shutdown_still_runs() {
     });
 
     let server = Server::new(TcpListener::bind(addr));
-    let app = app(&shutdown, Drain::new(shutdown.clone()));
+    let app = app(&shutdown, DrainLayer::new(shutdown.clone()));
     let error = timeout(BOUND, drain_poem::serve_server(server, app, &shutdown))
         .await
         .expect("returns in time")
         .expect_err("the address is taken");
     assert_eq!(error.io_error().kind(), std::io::ErrorKind::AddrInUse);
     assert!(
-        error.to_string().starts_with("the poem server failed: "),
+        error.to_string().starts_with("the server failed: "),
         "{error}"
     );
     assert!(matches!(
         &error.report().drain.trigger,
-        Trigger::TaskFailed { task, .. } if task == "poem server"
+        Trigger::TaskFailed { task, .. } if task == shutdown_core::SERVER_TASK
     ));
     assert!(cleaned.load(Ordering::SeqCst));
     drop(taken);
@@ -378,7 +379,7 @@ async fn a_bound_acceptor_tells_its_real_port() {
         .expect("a socket address");
     assert_ne!(addr.port(), 0);
     let shutdown = Shutdown::default();
-    let app = app(&shutdown, Drain::new(shutdown.clone()));
+    let app = app(&shutdown, DrainLayer::new(shutdown.clone()));
     let task = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { drain_poem::serve(acceptor, app, &shutdown).await }

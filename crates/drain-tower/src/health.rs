@@ -3,24 +3,25 @@
 //! Mount [`Readiness`] at `/health/ready` and [`Liveness`] at `/health/live` (the paths
 //! [`DrainLayer`](crate::DrainLayer) exempts by default).
 //!
-//! - `Readiness` answers `200 ready` while the service runs and `503 shutting down`
-//!   from the first moment of the shutdown, through the pre-stop delay: that is what
-//!   takes the instance out of a load balancer's rotation before it starts refusing.
-//! - `Liveness` answers `200 alive` until the process exits: a draining service is not
-//!   dead, and an orchestrator that restarted it would cut the drain short.
-//!
-//! Both answer any method and path they are given, with `Cache-Control: no-store`.
+//! They answer what `shutdown-core`'s [`PlainResponse::readiness`] and
+//! [`PlainResponse::liveness`] say: `Readiness` `200 ready` while the service runs and
+//! `503 shutting down` from the first moment of the shutdown (through the pre-stop
+//! delay: that takes the instance out of a load balancer's rotation before it starts
+//! refusing); `Liveness` `200 alive` until the process exits (a draining service is not
+//! dead). Both answer any method and path they are given, with `Cache-Control:
+//! no-store`.
 
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::Full;
-use shutdown_core::Shutdown;
+use shutdown_core::{PlainResponse, Shutdown};
 use tower_service::Service;
+
+use crate::mapping;
 
 /// `/health/ready`: `200` while running, `503` once the shutdown is triggered.
 ///
@@ -55,11 +56,7 @@ impl Readiness {
 
     /// The response for the current state, for adapters that answer it their own way.
     pub fn response(&self) -> Response<Full<Bytes>> {
-        if self.shutdown.is_ready() {
-            text(StatusCode::OK, "ready\n")
-        } else {
-            text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-        }
+        text(&PlainResponse::readiness(&self.shutdown))
     }
 }
 
@@ -89,7 +86,7 @@ impl Liveness {
 
     /// The response, for adapters that answer it their own way.
     pub fn response(&self) -> Response<Full<Bytes>> {
-        text(StatusCode::OK, "alive\n")
+        text(&PlainResponse::liveness())
     }
 }
 
@@ -107,14 +104,9 @@ impl<B> Service<Request<B>> for Liveness {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+fn text(plain: &PlainResponse<'static>) -> Response<Full<Bytes>> {
+    mapping::response(
+        plain,
+        Full::new(Bytes::from_static(plain.body().as_bytes())),
+    )
 }

@@ -5,6 +5,7 @@
 
 pub mod drain;
 pub mod health;
+pub mod mapping;
 
 pub use drain::{
     DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, GuardedBody, ResponseFuture,

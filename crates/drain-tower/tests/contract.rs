@@ -13,7 +13,7 @@ use http::{Response as HttpResponse, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
-use shutdown_core::RequestGate;
+use shutdown_core::{RequestGate, Shutdown};
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -65,16 +65,13 @@ fn text(status: StatusCode, text: String) -> HttpResponse<TestBody> {
 
 async fn handle(
     routes: Routes,
+    shutdown: Shutdown,
     request: http::Request<TestBody>,
 ) -> Result<HttpResponse<TestBody>, io::Error> {
     let path = request.uri().path().to_owned();
     match path.as_str() {
-        "/health/ready" => {
-            return Ok(Readiness::new(shutdown_of(&request))
-                .response()
-                .map(|b| boxed(b)));
-        }
-        "/health/live" => return Ok(Liveness::new().response().map(|b| boxed(b))),
+        "/health/ready" => return Ok(Readiness::new(shutdown).response().map(boxed)),
+        "/health/live" => return Ok(Liveness::new().response().map(boxed)),
         _ => {}
     }
     routes.called();
@@ -106,20 +103,11 @@ async fn handle(
     }
 }
 
-fn shutdown_of(request: &http::Request<TestBody>) -> shutdown_core::Shutdown {
-    request
-        .extensions()
-        .get::<shutdown_core::Shutdown>()
-        .cloned()
-        .expect("the harness passes the shutdown")
-}
-
 impl Adapter for Tower {
     async fn build(gate: RequestGate, routes: Routes) -> Self {
         let shutdown = gate.shutdown().clone();
-        let inner = service_fn(move |mut request: http::Request<TestBody>| {
-            request.extensions_mut().insert(shutdown.clone());
-            handle(routes.clone(), request)
+        let inner = service_fn(move |request: http::Request<TestBody>| {
+            handle(routes.clone(), shutdown.clone(), request)
         });
         Self {
             app: DrainLayer::from_gate(gate).layer(BoxCloneService::new(inner)),

@@ -12,6 +12,7 @@ mod in_flight;
 mod observer;
 mod phase;
 mod report;
+mod serve;
 mod shutdown;
 
 pub use cleanup::{Async, Blocking, CleanupOutcome, CleanupResult, CleanupStatus, IntoCleanup};
@@ -20,12 +21,14 @@ pub use config::{
     ExitCodes, ShutdownConfig,
 };
 pub use gate::{
-    Admission, DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, REJECTION_MESSAGE, RequestGate,
+    Admission, DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Pass, PlainResponse, Protocol,
+    REJECTION_MESSAGE, Rejection, RequestGate,
 };
 pub use in_flight::{RequestGuard, ScopedRequestGuard};
 pub use observer::ShutdownObserver;
 pub use phase::{Phase, Trigger};
 pub use report::{DrainSummary, ShutdownReport};
+pub use serve::{SERVER_TASK, STOP_GRACE, ServeError};
 pub use shutdown::Shutdown;
 
 /// Re-exported so that users name the same types the handle returns.

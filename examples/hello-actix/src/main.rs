@@ -1,53 +1,47 @@
-//! actix-web with a graceful shutdown. `cargo run -p hello-actix`, then
-//! `curl localhost:8080/` (it takes 3 s) and press Ctrl-C: the request completes, new
+//! actix-web with a graceful shutdown, in five steps. `cargo run -p hello-actix`, then
+//! `curl localhost:8080/slow` and press Ctrl-C: the slow request completes, new
 //! requests get `503`, cleanup runs, and the process exits with the report's code.
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::{App, web};
-use drain_actix::Drain;
+use drain_actix::DrainLayer;
 use shutdown_core::{Shutdown, ShutdownConfig};
 
 #[actix_web::main]
-async fn main() {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let config = ShutdownConfig::from_env().unwrap_or_else(|error| exit(2, error));
-    let shutdown = Shutdown::new(config);
-    if let Err(error) = shutdown_signal::install(&shutdown) {
-        exit(2, error);
-    }
-    shutdown.register_cleanup("database", || async { /* pool.close().await */ });
 
-    // Made once, cloned into each worker's app: every worker counts on the same handle.
-    let drain = Drain::new(shutdown.clone());
+    // 1. The handle, configured by `SHUTDOWN_*` (a bad value is an error naming it).
+    let shutdown = Shutdown::new(ShutdownConfig::from_env()?);
+    // 2. SIGTERM and SIGINT start the shutdown; a second signal exits at once.
+    shutdown_signal::install(&shutdown)?;
+    // 3. Cleanup tasks, run after the drain, last registered first.
+    shutdown.register_cleanup("database", || async { /* pool.close().await */ });
+    // 4. The application behind the drain layer, with `/health/live` and `/health/ready`.
+    //    The layer is made once and cloned into each worker's app: every worker counts
+    //    on the same handle.
+    let layer = DrainLayer::new(shutdown.clone());
     let health = shutdown.clone();
     let app = move || {
         App::new()
-            .wrap(drain.clone())
+            .wrap(layer.clone())
             .configure(drain_actix::health_routes(health.clone()))
-            .route("/", web::get().to(hello))
+            .route("/", web::get().to(|| async { "hello\n" }))
+            .route("/slow", web::get().to(slow))
     };
-
+    // 5. Serve until the drain has ended, clean up, exit with the report's code.
     let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let listener =
-        TcpListener::bind(&addr).unwrap_or_else(|error| exit(2, format!("{addr}: {error}")));
-    match drain_actix::serve(listener, app, &shutdown).await {
-        Ok(report) => std::process::exit(report.exit_code()),
-        Err(error) => exit(1, error),
-    }
+    let listener = std::net::TcpListener::bind(&addr)?;
+    let report = drain_actix::serve(listener, app, &shutdown).await?;
+    std::process::exit(report.exit_code());
 }
 
-async fn hello() -> &'static str {
-    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
-    "hello\n"
-}
-
-fn exit(code: i32, error: impl std::fmt::Display) -> ! {
-    eprintln!("{error}");
-    std::process::exit(code)
+async fn slow() -> &'static str {
+    actix_web::rt::time::sleep(Duration::from_secs(5)).await;
+    "done\n"
 }

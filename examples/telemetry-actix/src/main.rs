@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{App, HttpRequest, HttpResponse};
-use drain_actix::Drain;
+use drain_actix::DrainLayer;
 use futures_util::StreamExt;
 use telemetry_core::service::exit;
 use telemetry_core::{Reply, Telemetry};
@@ -34,7 +34,7 @@ async fn main() {
     } = telemetry_core::service::start(NAME).await;
 
     // Made once, cloned into each worker's application.
-    let drain = Drain::new(shutdown.clone());
+    let drain = DrainLayer::new(shutdown.clone());
     let health = shutdown.clone();
     let factory = move || {
         App::new()

@@ -37,7 +37,7 @@ async fn main() {
 
     let app = router(telemetry, prometheus, &shutdown);
     info!(%addr, "listening on {addr}");
-    match drain_axum::serve(listener, app).await {
+    match drain_axum::serve(listener, app, &shutdown).await {
         Ok(report) => std::process::exit(report.exit_code()),
         Err(error) => exit(NAME, 1, error),
     }

@@ -1,7 +1,7 @@
 //! The telemetry demo service on poem, through `drain-poem`: the same contract as
 //! `telemetry-axum` (see its README and this crate's). `cargo run -p telemetry-poem`.
 
-use drain_poem::Drain;
+use drain_poem::DrainLayer;
 use futures_util::StreamExt;
 use poem::error::ReadBodyError;
 use poem::http::StatusCode;
@@ -39,7 +39,7 @@ async fn main() {
         .nest("/health", drain_poem::health_routes(shutdown.clone()))
         .at("/metrics", drain_poem::Metrics::new(prometheus))
         .data(telemetry)
-        .with(Drain::new(shutdown.clone()));
+        .with(DrainLayer::new(shutdown.clone()));
 
     info!(%addr, "listening on {addr}");
     match drain_poem::serve(acceptor, app, &shutdown).await {

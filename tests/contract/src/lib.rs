@@ -257,7 +257,7 @@ impl Response {
 #[derive(Clone, Default)]
 pub struct Routes {
     calls: Arc<AtomicUsize>,
-    stream: Arc<Mutex<Option<mpsc::UnboundedReceiver<Bytes>>>>,
+    stream: Arc<Mutex<Option<mpsc::UnboundedReceiver<io::Result<Bytes>>>>>,
     release: Arc<Notify>,
 }
 
@@ -280,9 +280,9 @@ impl Routes {
         self.calls.load(Ordering::SeqCst)
     }
 
-    /// A sender whose chunks the next `GET /stream` body yields; the body ends when the
-    /// sender is dropped.
-    pub fn stream(&self) -> mpsc::UnboundedSender<Bytes> {
+    /// A sender whose chunks (or error) the next `GET /stream` body yields; the body
+    /// ends when the sender is dropped.
+    pub fn stream(&self) -> mpsc::UnboundedSender<io::Result<Bytes>> {
         let (tx, rx) = mpsc::unbounded_channel();
         *self.stream.lock().unwrap_or_else(PoisonError::into_inner) = Some(rx);
         tx
@@ -310,7 +310,7 @@ impl Routes {
 }
 
 struct StreamBody {
-    rx: Option<mpsc::UnboundedReceiver<Bytes>>,
+    rx: Option<mpsc::UnboundedReceiver<io::Result<Bytes>>>,
 }
 
 impl Stream for StreamBody {
@@ -318,7 +318,7 @@ impl Stream for StreamBody {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.rx.as_mut() {
-            Some(rx) => rx.poll_recv(cx).map(|chunk| chunk.map(Ok)),
+            Some(rx) => rx.poll_recv(cx),
             None => Poll::Ready(None),
         }
     }
@@ -577,7 +577,9 @@ pub async fn a_streaming_body_holds_its_request_in_flight_until_its_last_chunk<A
     let mut response = setup.send(Request::get("/stream")).await;
     assert_eq!(response.status, 200);
     assert!(!response.closes());
-    stream.send(Bytes::from_static(b"one")).expect("body alive");
+    stream
+        .send(Ok(Bytes::from_static(b"one")))
+        .expect("body alive");
     assert_eq!(response.chunk().await.as_deref(), Some(&b"one"[..]));
 
     let mut drain = setup.drain().await;
@@ -588,7 +590,9 @@ pub async fn a_streaming_body_holds_its_request_in_flight_until_its_last_chunk<A
     assert!(pending.await, "the drain waits for the stream");
     assert_eq!(setup.shutdown.in_flight(), 1);
 
-    stream.send(Bytes::from_static(b"two")).expect("body alive");
+    stream
+        .send(Ok(Bytes::from_static(b"two")))
+        .expect("body alive");
     assert_eq!(response.chunk().await.as_deref(), Some(&b"two"[..]));
     assert_eq!(setup.shutdown.in_flight(), 1, "not before its last chunk");
     drop(stream);
@@ -682,13 +686,33 @@ pub async fn an_admitted_upload_reaches_its_handler_whole<A: Adapter>() {
 }
 
 /// A request leaves the count exactly once however it ends: a body dropped unread, a
-/// failing handler, a handler future dropped before it answers.
+/// streaming body dropped or failing mid-stream, a failing handler, a handler future
+/// dropped before it answers.
 pub async fn a_request_is_released_however_it_ends<A: Adapter>() {
     let setup = Setup::<A>::new().await;
     let response = setup.send(Request::get("/")).await;
     assert_eq!(setup.shutdown.in_flight(), 1);
     drop(response);
     assert_eq!(setup.shutdown.in_flight(), 0, "a body dropped unread");
+
+    let stream = setup.routes.stream();
+    let mut response = setup.send(Request::get("/stream")).await;
+    stream
+        .send(Ok(Bytes::from_static(b"one")))
+        .expect("body alive");
+    assert!(response.chunk().await.is_some());
+    drop(response);
+    assert_eq!(setup.shutdown.in_flight(), 0, "a stream dropped mid-way");
+
+    let stream = setup.routes.stream();
+    let mut response = setup.send(Request::get("/stream")).await;
+    stream
+        .send(Err(io::Error::other("upstream lost")))
+        .expect("body alive");
+    let failed = std::future::poll_fn(|cx| response.body.as_mut().poll_chunk(cx)).await;
+    assert!(matches!(failed, Some(Err(_))), "the body fails");
+    assert_eq!(setup.shutdown.in_flight(), 0, "a body that failed");
+    drop(response);
 
     let response = setup.send(Request::get("/fail")).await;
     assert_eq!(response.status, 500);
@@ -703,7 +727,7 @@ pub async fn a_request_is_released_however_it_ends<A: Adapter>() {
         assert_eq!(setup.shutdown.in_flight(), 1);
     }
     assert_eq!(setup.shutdown.in_flight(), 0, "a handler future dropped");
-    assert_eq!(setup.routes.calls(), 3);
+    assert_eq!(setup.routes.calls(), 5);
 }
 
 /// The gate's exempt paths (a list or a predicate) replace the defaults.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix_web::web::{self, Bytes};
 use actix_web::{App, HttpRequest, HttpResponse};
-use drain_actix::Drain;
+use drain_actix::DrainLayer;
 use drain_metrics::{DrainMetrics, PrometheusMetrics};
 use futures_util::StreamExt;
 use shutdown_core::{Shutdown, ShutdownConfig};
@@ -36,7 +36,7 @@ async fn main() {
         });
     }
 
-    let drain = Drain::new(shutdown.clone());
+    let drain = DrainLayer::new(shutdown.clone());
     let health = shutdown.clone();
     let factory = move || {
         App::new()

@@ -59,7 +59,7 @@ async fn main() {
     let app = drain_axum::drained(app, &shutdown);
 
     println!("listening on {addr}");
-    match drain_axum::serve(listener, app).await {
+    match drain_axum::serve(listener, app, &shutdown).await {
         Ok(report) => {
             println!("exit_code={}", report.exit_code());
             std::process::exit(report.exit_code());

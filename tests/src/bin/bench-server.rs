@@ -125,7 +125,7 @@ async fn drain(listener: TcpListener, addr: &str) -> i32 {
         layer,
     );
     println!("listening on {addr}");
-    match drain_axum::serve(listener, app).await {
+    match drain_axum::serve(listener, app, &shutdown).await {
         Ok(report) => report.exit_code(),
         Err(error) => {
             eprintln!("{error}");

@@ -11,8 +11,8 @@
 //!   response future) shows up here because the boxed future is larger.
 //!
 //! Stacks: `drain-tower`'s `Drain` over a `tower::service_fn`; axum's `Router` bare,
-//! with `with_drain` (route by route), `drained` (the whole router, as a service for
-//! `axum::serve`), and the whole router as `drain_axum::serve` runs it.
+//! with `with_drain` (route by route), and `drained` (the whole router, as
+//! `drain_axum::serve` runs it).
 //!
 //! Prints markdown table rows on stdout.
 
@@ -166,15 +166,6 @@ fn main() {
         row(
             "axum `Router` + `drained` (whole router)",
             &drain_axum::drained(router.clone(), &shutdown),
-            &hold
-        )
-    );
-    println!(
-        "{}",
-        row(
-            "axum `Router` + `drained` as `drain_axum::serve` runs it (body not boxed)",
-            &DrainLayer::new(shutdown.clone())
-                .layer(router.merge(drain_axum::health_routes(shutdown.clone()))),
             &hold
         )
     );

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drain_metrics::{DrainMetrics, PrometheusMetrics};
-use drain_poem::Drain;
+use drain_poem::DrainLayer;
 use poem::listener::TcpAcceptor;
 use poem::{Body, EndpointExt, Request, Route, get, handler, post};
 use shutdown_core::{Shutdown, ShutdownConfig};
@@ -107,7 +107,7 @@ async fn main() {
         .at("/upload", post(upload))
         .nest("/health", drain_poem::health_routes(shutdown.clone()))
         .at("/metrics", drain_poem::Metrics::new(prometheus))
-        .with(Drain::new(shutdown.clone()));
+        .with(DrainLayer::new(shutdown.clone()));
 
     println!("listening on {addr}");
     let code = match drain_poem::serve(acceptor, app, &shutdown).await {

@@ -63,7 +63,7 @@
 //! ```
 //! use actix_web::http::StatusCode;
 //! use actix_web::{App, test, web};
-//! use drain_actix::Drain;
+//! use drain_actix::DrainLayer;
 //! use shutdown_core::Shutdown;
 //!
 //! # #[actix_web::main]
@@ -71,7 +71,7 @@
 //! let shutdown = Shutdown::default();
 //! let app = test::init_service(
 //!     App::new()
-//!         .wrap(Drain::new(shutdown.clone()))
+//!         .wrap(DrainLayer::new(shutdown.clone()))
 //!         .route("/", web::get().to(|| async { "hello" })),
 //! )
 //! .await;
@@ -92,11 +92,9 @@
 //! ```
 
 mod body;
+mod layer;
 mod service;
-#[cfg(test)]
-mod tests;
-mod transform;
 
-pub use body::{DrainBody, GuardedBody, RejectionBody};
-pub use service::{DrainMiddleware, ResponseFuture};
-pub use transform::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Drain};
+pub use body::GuardedBody;
+pub use layer::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, DrainLayer};
+pub use service::{Drain, ResponseFuture};

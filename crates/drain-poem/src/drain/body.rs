@@ -1,5 +1,5 @@
-//! The response bodies of [`DrainEndpoint`](super::DrainEndpoint), as poem [`Body`]s:
-//! `drain-tower`'s [`GuardedBody`], boxed the way poem boxes every body.
+//! The response bodies of [`Drain`](super::Drain), as poem [`Body`]s: `drain-tower`'s
+//! [`GuardedBody`], boxed the way poem boxes every body.
 
 use std::io;
 
@@ -20,10 +20,10 @@ pub(crate) fn guarded(body: Body, guard: RequestGuard) -> Body {
 }
 
 /// The `503` message, sent once the rejected request's body has been read to its end or
-/// for `discard_limit` bytes (`0`: not read at all).
-pub(crate) fn rejected(request_body: Body, discard_limit: u64) -> Body {
+/// for `discard_limit` bytes (`None`: not read at all).
+pub(crate) fn rejected(request_body: Body, discard_limit: Option<u64>) -> Body {
     Body::from(BoxBody::new(GuardedBody::<BoxBody>::rejection(
         BoxBody::from(request_body),
-        discard_limit,
+        discard_limit.unwrap_or(0),
     )))
 }

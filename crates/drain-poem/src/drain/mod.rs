@@ -1,9 +1,11 @@
 //! Middleware that drains a poem application: requests in flight finish, new ones get
 //! `503`.
 //!
-//! [`Drain`] is a native poem [`Middleware`](poem::Middleware) (its endpoint is
-//! [`DrainEndpoint`]) that asks a [`RequestGate`](shutdown_core::RequestGate) about
-//! every request and behaves exactly like `drain-tower`'s `DrainLayer`:
+//! [`DrainLayer`] is a native poem [`Middleware`](poem::Middleware) (its endpoint is
+//! [`Drain`]). It follows `shutdown-core`'s drain policy
+//! ([`RequestGate`](shutdown_core::RequestGate)), mapped to `http` 1 by `drain-tower`,
+//! so it behaves as `drain-tower`'s `DrainLayer` and the other adapters do (the rules
+//! are in `docs/adapters.md`, and one contract suite checks every adapter):
 //!
 //! - **Before the drain** the request goes to the application, and its
 //!   [`RequestGuard`](shutdown_core::RequestGuard) moves into the response body when the
@@ -19,12 +21,14 @@
 //!   10 s), `Connection: close` on HTTP/1.x (never on HTTP/2, where the header is
 //!   illegal), and [`REJECTION_MESSAGE`](shutdown_core::REJECTION_MESSAGE). On HTTP/1.x
 //!   the rejected request's body is read and thrown away (up to
-//!   [`DEFAULT_DISCARD_LIMIT`], see [`RequestGate::with_discard_limit`](shutdown_core::RequestGate::with_discard_limit)) before the message is
-//!   sent: hyper, under poem, closes such a connection with the unread input still in
-//!   the socket, the kernel then sends a reset, and a client still sending its body
-//!   would get a write error instead of the `503`. The head goes out at once.
+//!   [`DEFAULT_DISCARD_LIMIT`]) before the message is sent: hyper, under poem, closes
+//!   such a connection with the unread input still in the socket, the kernel then sends
+//!   a reset, and a client still sending its body would get a write error instead of
+//!   the `503`. The head goes out at once.
 //! - **From the moment of the trigger** (including the pre-stop delay) responses on
-//!   HTTP/1.x carry `Connection: close`, so keep-alive clients reconnect elsewhere.
+//!   HTTP/1.x carry `Connection: close` (exempt ones included), so keep-alive clients
+//!   reconnect elsewhere; a `101 Switching Protocols` (a WebSocket handshake) keeps its
+//!   `Connection: upgrade`.
 //! - **Exempt paths** (default [`DEFAULT_EXEMPT_PATHS`]: `/health/live`,
 //!   `/health/ready`, `/metrics`) are neither counted nor rejected.
 //!
@@ -58,7 +62,7 @@
 //! # Example
 //!
 //! ```
-//! use drain_poem::Drain;
+//! use drain_poem::DrainLayer;
 //! use poem::http::StatusCode;
 //! use poem::test::TestClient;
 //! use poem::{EndpointExt, Route, get, handler};
@@ -74,7 +78,7 @@
 //! let shutdown = Shutdown::default();
 //! let app = Route::new()
 //!     .at("/", get(hello))
-//!     .with(Drain::new(shutdown.clone()));
+//!     .with(DrainLayer::new(shutdown.clone()));
 //! let client = TestClient::new(app);
 //!
 //! let response = client.get("/").send().await;
@@ -95,9 +99,7 @@
 
 mod body;
 mod endpoint;
-mod middleware;
-#[cfg(test)]
-mod tests;
+mod layer;
 
-pub use endpoint::DrainEndpoint;
-pub use middleware::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Drain};
+pub use endpoint::Drain;
+pub use layer::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, DrainLayer};

@@ -3,12 +3,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use shutdown_core::{Admission, RequestGate, RequestGuard, Shutdown};
+use shutdown_core::{Admission, Pass, Rejection, RequestGate, Shutdown};
 use tower_service::Service;
+
+use crate::mapping;
 
 use super::body::{Cold, Discarding, GuardedBody};
 use super::layer::DrainLayer;
@@ -77,94 +78,62 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let http1 = is_http1(request.version());
-        let guard = match self.gate.admit(request.uri().path()) {
-            Admission::Exempt => None,
-            Admission::Admitted(guard) => Some(guard),
-            Admission::Rejected => return self.reject(request, http1),
-        };
-        // One call site for the inner service, built in place: the hot path moves the
-        // request and the inner future as little as the floor (a plain guard layer) does.
-        ResponseFuture {
-            kind: Kind::Passthrough {
-                future: self.inner.call(request),
-                guard,
-                http1,
+        let protocol = mapping::protocol(request.version());
+        match self.gate.admit(request.uri().path(), protocol) {
+            // One call site for the inner service, built in place: the hot path moves the
+            // request and the inner future as little as the floor (a plain guard layer)
+            // does.
+            Admission::Exempt(pass) | Admission::Admitted(pass) => ResponseFuture {
+                kind: Kind::Passthrough {
+                    future: self.inner.call(request),
+                    pass,
+                },
             },
+            Admission::Rejected(rejection) => reject(request, &rejection),
         }
     }
 }
 
-impl<S> Drain<S> {
-    /// Everything a `503` needs, boxed so that the response future of the admitted path
-    /// stays small.
-    #[cold]
-    #[inline(never)]
-    fn reject<ReqBody, F>(&self, request: Request<ReqBody>, http1: bool) -> ResponseFuture<F>
-    where
-        ReqBody: Body + Send + 'static,
-    {
-        // On HTTP/1.x an unread body would be cut off by closing the connection (a
-        // reset for a client still sending it): the 503's body reads it first. HTTP/2
-        // resets just the stream, which is harmless.
-        let discard_limit = self.gate.discard_limit();
-        let body = request.into_body();
-        let discard = (http1 && !body.is_end_stream() && discard_limit > 0)
-            .then(|| Discarding::new(Box::pin(body)));
-        let rejection = Box::new(Rejection {
-            retry_after: HeaderValue::from(self.gate.retry_after_secs()),
-            http1,
-            discard,
-            discard_limit,
-        });
-        ResponseFuture {
-            kind: Kind::Rejected {
-                rejection: Cold(Some(rejection)),
-            },
-        }
+/// Everything a `503` needs, boxed so that the response future of the admitted path
+/// stays small.
+#[cold]
+#[inline(never)]
+fn reject<ReqBody, F>(request: Request<ReqBody>, rejection: &Rejection<'_>) -> ResponseFuture<F>
+where
+    ReqBody: Body + Send + 'static,
+{
+    let body = request.into_body();
+    let discard = rejection
+        .discard_limit()
+        .filter(|_| !body.is_end_stream())
+        .map(|limit| (Discarding::new(Box::pin(body)), limit));
+    let rejected = Box::new(Rejected {
+        head: mapping::response(&rejection.response(), ()),
+        discard,
+    });
+    ResponseFuture {
+        kind: Kind::Rejected {
+            rejected: Cold(Some(rejected)),
+        },
     }
 }
 
-pub(crate) struct Rejection {
-    retry_after: HeaderValue,
-    http1: bool,
-    discard: Option<Discarding>,
-    discard_limit: u64,
+pub(crate) struct Rejected {
+    head: Response<()>,
+    /// The request body to read first, and how much of it.
+    discard: Option<(Discarding, u64)>,
 }
 
-impl Rejection {
+impl Rejected {
     #[cold]
     #[inline(never)]
     fn into_response<B>(self) -> Response<GuardedBody<B>> {
-        let body = GuardedBody::rejected(self.discard, self.discard_limit);
-        let mut response = Response::new(body);
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        let headers = response.headers_mut();
-        headers.insert(RETRY_AFTER, self.retry_after);
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        if self.http1 {
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        response
+        let (discard, budget) = match self.discard {
+            Some((discard, budget)) => (Some(discard), budget),
+            None => (None, 0),
+        };
+        self.head.map(|()| GuardedBody::rejected(discard, budget))
     }
-}
-
-#[cold]
-#[inline(never)]
-fn close_parts(parts: &mut http::response::Parts) {
-    parts
-        .headers
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-}
-
-fn is_http1(version: Version) -> bool {
-    matches!(
-        version,
-        Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
-    )
 }
 
 pin_project! {
@@ -181,11 +150,10 @@ pin_project! {
         Passthrough {
             #[pin]
             future: F,
-            guard: Option<RequestGuard>,
-            http1: bool,
+            pass: Pass,
         },
         Rejected {
-            rejection: Cold<Box<Rejection>>,
+            rejected: Cold<Box<Rejected>>,
         },
     }
 }
@@ -201,24 +169,17 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Passthrough {
-                future,
-                guard,
-                http1,
-            } => {
+            KindProj::Passthrough { future, pass } => {
                 let response = ready!(future.poll(cx))?;
-                let guard = guard.take();
                 let (mut parts, body) = response.into_parts();
-                if *http1 && guard.as_ref().is_some_and(RequestGuard::is_shutting_down) {
-                    close_parts(&mut parts);
-                }
+                mapping::close_connection(pass, parts.status, &mut parts.headers);
                 Poll::Ready(Ok(Response::from_parts(
                     parts,
-                    GuardedBody::new(body, guard),
+                    GuardedBody::new(body, pass.take_guard()),
                 )))
             }
-            KindProj::Rejected { rejection } => match rejection.0.take() {
-                Some(rejection) => Poll::Ready(Ok(rejection.into_response())),
+            KindProj::Rejected { rejected } => match rejected.0.take() {
+                Some(rejected) => Poll::Ready(Ok(rejected.into_response())),
                 None => panic!("`ResponseFuture` polled after completion"),
             },
         }
