@@ -457,6 +457,63 @@ impl RequestGate {
     }
 }
 
+/// Defines an adapter's layer type: what a user applies to an application (a tower
+/// `Layer`, an actix-web `Transform`, a poem `Middleware`), holding the [`RequestGate`]
+/// it hands to the service it wraps. The adapter implements its framework's trait for it.
+///
+/// The type gets `Clone`, `Debug`, and:
+///
+/// - `new(shutdown)`: a gate on `shutdown` with the defaults of [`RequestGate::new`]
+///   (exempt [`DEFAULT_EXEMPT_PATHS`], the configuration's `Retry-After`,
+///   [`DEFAULT_DISCARD_LIMIT`]);
+/// - `from_gate(gate)`: a configured gate;
+/// - `gate()`: the gate.
+///
+/// ```
+/// shutdown_core::drain_layer! {
+///     /// Applies the drain to a service of my framework.
+///     pub struct DrainLayer;
+/// }
+///
+/// let shutdown = shutdown_core::Shutdown::default();
+/// let layer = DrainLayer::from_gate(shutdown_core::RequestGate::new(shutdown.clone()).with_retry_after_secs(3));
+/// assert!(layer.gate().is_exempt("/health/ready"));
+/// let layer = DrainLayer::new(shutdown);
+/// # let _ = layer;
+/// ```
+#[macro_export]
+macro_rules! drain_layer {
+    ($(#[$attr:meta])* $vis:vis struct $name:ident;) => {
+        $(#[$attr])*
+        #[derive(Clone, Debug)]
+        $vis struct $name {
+            gate: $crate::RequestGate,
+        }
+
+        impl $name {
+            /// Tracks requests on `shutdown` with the default policy: exempts
+            /// `/health/live`, `/health/ready` and `/metrics`, answers rejected requests
+            /// with the `Retry-After` of the shutdown's configuration, and reads up to
+            /// 1 MiB of a rejected HTTP/1.x request's body (see
+            /// `shutdown_core::RequestGate::new`).
+            $vis fn new(shutdown: $crate::Shutdown) -> Self {
+                Self::from_gate($crate::RequestGate::new(shutdown))
+            }
+
+            /// Uses a configured `shutdown_core::RequestGate`: its exempt paths (a list
+            /// or a predicate), `Retry-After` and discard limit.
+            $vis fn from_gate(gate: $crate::RequestGate) -> Self {
+                Self { gate }
+            }
+
+            /// The gate that decides for each request.
+            $vis fn gate(&self) -> &$crate::RequestGate {
+                &self.gate
+            }
+        }
+    };
+}
+
 impl fmt::Debug for RequestGate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let exempt: &dyn fmt::Debug = match &self.state.exempt {

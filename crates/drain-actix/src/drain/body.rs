@@ -21,24 +21,38 @@ pin_project! {
     /// It does not override [`MessageBody::try_into_bytes`]: a body taken whole without
     /// being polled would release its guard before a byte was written.
     pub struct GuardedBody<B> {
+        // `None` for a rejection, whose message is `rejected`.
         #[pin]
-        kind: Kind<B>,
+        body: Option<B>,
+        guard: Option<RequestGuard>,
+        rejected: Option<Box<Rejected>>,
     }
 }
 
-pin_project! {
-    #[project = KindProj]
-    enum Kind<B> {
-        Inner {
-            #[pin]
-            body: B,
-            guard: Option<RequestGuard>,
-        },
-        Message {
-            pending: bool,
-            discard: Option<Payload>,
-            budget: u64,
-        },
+/// The `503` message, and the rejected request's body to read and throw away first.
+struct Rejected {
+    payload: Option<Payload>,
+    budget: u64,
+    message: Option<&'static str>,
+}
+
+impl Rejected {
+    /// The message, once the payload has ended, failed or filled the budget.
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(payload) = &mut self.payload {
+            while let Some(Ok(chunk)) = ready!(Pin::new(&mut *payload).poll_next(cx)) {
+                self.budget = self.budget.saturating_sub(chunk.len() as u64);
+                if self.budget == 0 {
+                    break;
+                }
+            }
+            self.payload = None;
+        }
+        Poll::Ready(
+            self.message
+                .take()
+                .map(|m| Bytes::from_static(m.as_bytes())),
+        )
     }
 }
 
@@ -46,7 +60,9 @@ impl<B> GuardedBody<B> {
     /// Wraps `body`, holding `guard` until the body ends, fails or is dropped.
     pub fn new(body: B, guard: Option<RequestGuard>) -> Self {
         Self {
-            kind: Kind::Inner { body, guard },
+            body: Some(body),
+            guard,
+            rejected: None,
         }
     }
 
@@ -57,19 +73,21 @@ impl<B> GuardedBody<B> {
     /// sending would get an error instead of the `503`). `None` reads nothing.
     pub fn rejection(payload: Payload, discard_limit: Option<u64>) -> Self {
         let budget = discard_limit.unwrap_or(0);
-        let discard = (budget > 0 && !matches!(payload, Payload::None)).then_some(payload);
+        let payload = (budget > 0 && !matches!(payload, Payload::None)).then_some(payload);
         Self {
-            kind: Kind::Message {
-                pending: true,
-                discard,
+            body: None,
+            guard: None,
+            rejected: Some(Box::new(Rejected {
+                payload,
                 budget,
-            },
+                message: Some(REJECTION_MESSAGE),
+            })),
         }
     }
 
     /// `true` while this body still holds its request's guard.
     pub fn holds_guard(&self) -> bool {
-        matches!(&self.kind, Kind::Inner { guard: Some(_), .. })
+        self.guard.is_some()
     }
 }
 
@@ -78,9 +96,9 @@ impl<B: MessageBody> MessageBody for GuardedBody<B> {
 
     #[inline]
     fn size(&self) -> BodySize {
-        match &self.kind {
-            Kind::Inner { body, .. } => body.size(),
-            Kind::Message { .. } => BodySize::Sized(REJECTION_MESSAGE.len() as u64),
+        match &self.body {
+            Some(body) => body.size(),
+            None => BodySize::Sized(REJECTION_MESSAGE.len() as u64),
         }
     }
 
@@ -88,33 +106,18 @@ impl<B: MessageBody> MessageBody for GuardedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        match self.project().kind.project() {
-            KindProj::Inner { body, guard } => {
-                let chunk = ready!(body.poll_next(cx));
-                if !matches!(chunk, Some(Ok(_))) {
-                    guard.take();
-                }
-                Poll::Ready(chunk)
-            }
-            KindProj::Message {
-                pending,
-                discard,
-                budget,
-            } => {
-                if let Some(payload) = discard {
-                    // Until the body ends or fails, or the budget is spent.
-                    while let Some(Ok(chunk)) = ready!(Pin::new(&mut *payload).poll_next(cx)) {
-                        *budget = budget.saturating_sub(chunk.len() as u64);
-                        if *budget == 0 {
-                            break;
-                        }
-                    }
-                    *discard = None;
-                }
-                let message = std::mem::replace(pending, false).then_some(REJECTION_MESSAGE);
-                Poll::Ready(message.map(|m| Ok(Bytes::from_static(m.as_bytes()))))
-            }
+        let this = self.project();
+        let Some(body) = this.body.as_pin_mut() else {
+            return match this.rejected {
+                Some(rejected) => rejected.poll_message(cx).map(|m| m.map(Ok)),
+                None => Poll::Ready(None),
+            };
+        };
+        let chunk = ready!(body.poll_next(cx));
+        if !matches!(chunk, Some(Ok(_))) {
+            this.guard.take();
         }
+        Poll::Ready(chunk)
     }
 }
 
