@@ -201,7 +201,7 @@ impl fmt::Debug for DrainedFuture {
 }
 
 /// Serves `make_service` on `listener` until the shutdown is over, and returns the
-/// report: [`axum::serve`] with its graceful shutdown, driven by
+/// report: [`axum::serve()`] with its graceful shutdown, driven by
 /// [`Shutdown::run_server`].
 ///
 /// `listener` is anything `axum::serve` takes (a tokio `TcpListener` or `UnixListener`,

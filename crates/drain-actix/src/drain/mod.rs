@@ -1,10 +1,12 @@
 //! Middleware that drains an actix-web application: requests in flight finish, new
 //! ones get `503`.
 //!
-//! [`Drain`] is a [`Transform`](actix_web::dev::Transform) for
-//! [`App::wrap`](actix_web::App::wrap). It asks the
-//! [`RequestGate`](shutdown_core::RequestGate) of the shared
-//! [`Shutdown`](shutdown_core::Shutdown) handle about every request:
+//! [`DrainLayer`] is a [`Transform`](actix_web::dev::Transform) for
+//! [`App::wrap`](actix_web::App::wrap) (its service is [`Drain`]). It follows
+//! `shutdown-core`'s drain policy ([`RequestGate`](shutdown_core::RequestGate), on the
+//! shared [`Shutdown`](shutdown_core::Shutdown) handle), mapped to actix's types, so it
+//! behaves as the other adapters do (the rules are in `docs/adapters.md`, and one
+//! contract suite checks every adapter):
 //!
 //! - **Before the drain** the request goes to the application, and its guard moves into
 //!   the response body ([`GuardedBody`]). It is released when the body has yielded its
@@ -16,33 +18,33 @@
 //!   application: `503 Service Unavailable`, `Retry-After` (from
 //!   [`ShutdownConfig::retry_after`](shutdown_core::ShutdownConfig::retry_after), default
 //!   10 s), `Connection: close` on HTTP/1.x (never on HTTP/2), and
-//!   [`REJECTION_MESSAGE`](shutdown_core::REJECTION_MESSAGE) ([`RejectionBody`]). On
-//!   HTTP/1.x the rejected request's body is read and thrown away (up to
-//!   [`DEFAULT_DISCARD_LIMIT`], see [`RequestGate::with_discard_limit`](shutdown_core::RequestGate::with_discard_limit)) before the message
-//!   is sent: actix closes a connection whose request body was left unread, and closing
+//!   [`REJECTION_MESSAGE`](shutdown_core::REJECTION_MESSAGE). On HTTP/1.x the rejected
+//!   request's body is read and thrown away (up to [`DEFAULT_DISCARD_LIMIT`], see
+//!   [`RequestGate::with_discard_limit`](shutdown_core::RequestGate::with_discard_limit))
+//!   before the message is sent: actix closes a connection whose request body was left unread, and closing
 //!   with unread input makes the kernel send a reset, so a client still sending its body
 //!   would get a write error instead of the `503`. The head goes out at once.
 //! - **From the moment of the trigger** (including the pre-stop delay) responses on
-//!   HTTP/1.x carry `Connection: close` (exempt ones included; upgrades excepted), so
-//!   keep-alive clients reconnect elsewhere, and actix's workers have fewer idle
-//!   connections to wait for when they stop.
+//!   HTTP/1.x carry `Connection: close` (exempt ones included), so keep-alive clients
+//!   reconnect elsewhere, and actix's workers have fewer idle connections to wait for
+//!   when they stop; a `101 Switching Protocols` (a WebSocket handshake) keeps its
+//!   connection.
 //! - **Exempt paths** (default [`DEFAULT_EXEMPT_PATHS`]: `/health/live`,
 //!   `/health/ready`, `/metrics`) are neither counted nor rejected.
 //!
-//! The response body is [`DrainBody<B>`]: an
-//! [`EitherBody`](actix_web::body::EitherBody) of the application's body wrapped in
-//! [`GuardedBody`] and the rejection's [`RejectionBody`]. The admitted path takes no
-//! lock and allocates nothing.
+//! The response body is [`GuardedBody<B>`]: the application's body holding its guard,
+//! or a rejection's message. The admitted path takes no lock and allocates nothing.
 //!
 //! # Actix specifics
 //!
 //! - **Workers.** `HttpServer` calls the application factory once per worker thread, so
-//!   each worker has its own [`DrainMiddleware`]; they share the handle's state, so
-//!   build the [`Drain`] (or the [`Shutdown`](shutdown_core::Shutdown)) outside the
-//!   factory and clone it in.
+//!   each worker has its own [`Drain`]; they share the handle's state, so build the
+//!   [`DrainLayer`] (or the [`Shutdown`](shutdown_core::Shutdown)) outside the factory
+//!   and clone it in.
 //! - **`Connection: close`.** actix writes that header from the response head's
 //!   connection type and drops one set in the header map; the middleware sets the
-//!   connection type (and the header, for code that reads the map).
+//!   connection type (and the header, for code that reads the map), and reads an
+//!   upgrade from the connection type too.
 //! - **A client that disconnects does not cancel the handler.** actix keeps running a
 //!   handler after its client has gone (with the default
 //!   `HttpServer::h1_allow_half_closed(true)`), so its guard is held until the handler

@@ -1,7 +1,11 @@
 //! Middleware that drains a service: requests in flight finish, new ones get `503`.
 //!
-//! [`DrainLayer`] takes a [`RequestGuard`](shutdown_core::RequestGuard) from the
-//! [`Shutdown`](shutdown_core::Shutdown) handle for every request:
+//! [`DrainLayer`] follows `shutdown-core`'s drain policy
+//! ([`RequestGate`](shutdown_core::RequestGate)), mapped to `http` 1 by
+//! [`mapping`](crate::mapping); every adapter follows the same rules (`docs/adapters.md`,
+//! checked by one contract suite). For every request it takes a
+//! [`RequestGuard`](shutdown_core::RequestGuard) from the
+//! [`Shutdown`](shutdown_core::Shutdown) handle:
 //!
 //! - **Before the drain** the request goes to the inner service, and the guard moves
 //!   into the response body ([`GuardedBody`]) when the response is ready. It is released
@@ -19,8 +23,10 @@
 //!   sending its body would get a write error instead of the `503`. The head goes out
 //!   at once; a body-less request allocates nothing for this.
 //! - **From the moment of the trigger** (including the pre-stop delay) responses on
-//!   HTTP/1.x carry `Connection: close`, so keep-alive clients reconnect elsewhere
-//!   instead of sending their next request to a server about to refuse it.
+//!   HTTP/1.x carry `Connection: close` (exempt ones included), so keep-alive clients
+//!   reconnect elsewhere instead of sending their next request to a server about to
+//!   refuse it. A `101 Switching Protocols` or a response with `Connection: upgrade` (a
+//!   WebSocket handshake) keeps its connection.
 //! - **Exempt paths** (default [`DEFAULT_EXEMPT_PATHS`]: `/health/live`,
 //!   `/health/ready`, `/metrics`) are neither counted nor rejected, so probes and the
 //!   last scrapes keep working.
