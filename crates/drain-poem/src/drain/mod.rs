@@ -100,6 +100,8 @@
 mod body;
 mod endpoint;
 mod layer;
+#[cfg(test)]
+mod tests;
 
 pub use endpoint::Drain;
 pub use layer::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, DrainLayer};
