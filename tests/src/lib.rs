@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 
 pub use nix::sys::signal::Signal;
 
+/// How long after a child's exit its output is still awaited when another process
+/// holds the streams open.
+pub const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+
 /// Logs of a probe or bench binary: plain text on standard error at `info`, the
 /// stream [`Child`]'s tests read the lines from.
 pub fn init_logs() {
@@ -55,8 +59,18 @@ impl Child {
     /// Starts `program` with extra environment variables.
     pub fn spawn(program: &str, env: &[(&str, &str)]) -> std::io::Result<Self> {
         let mut command = Command::new(program);
+        command.envs(env.iter().copied());
+        Self::spawn_command(command)
+    }
+
+    /// Starts `command` (without `RUST_LOG`, with no input), its output captured.
+    ///
+    /// The exit is reported once both output streams have closed, or at most
+    /// [`OUTPUT_GRACE`] after the process has exited: a process it started (an
+    /// in-place restart's successor) may keep the streams open, and its lines are
+    /// collected after the exit.
+    pub fn spawn_command(mut command: Command) -> std::io::Result<Self> {
         command
-            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -79,9 +93,12 @@ impl Child {
         let err = thread::spawn(move || forward(stderr, Source::Stderr, &err_tx));
         thread::spawn(move || {
             let status = child.wait();
-            // Every line is forwarded before the exit is reported.
-            let _ = out.join();
-            let _ = err.join();
+            // Every line is forwarded before the exit is reported, unless another
+            // process holds the streams open.
+            let grace = Instant::now() + OUTPUT_GRACE;
+            while !(out.is_finished() && err.is_finished()) && Instant::now() < grace {
+                thread::sleep(Duration::from_millis(5));
+            }
             let _ = tx.send(Event::Exited(status));
         });
         Ok(Self {
@@ -90,6 +107,11 @@ impl Child {
             lines: Vec::new(),
             status: None,
         })
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw().unsigned_abs()
     }
 
     /// Waits until a line containing `needle` appears on `source`, and returns it.
@@ -197,6 +219,89 @@ fn forward(stream: impl Read, source: Source, tx: &mpsc::Sender<Event>) {
         let Ok(line) = line else { break };
         if tx.send(Event::Line(source, line)).is_err() {
             break;
+        }
+    }
+}
+
+/// A process this one did not start but adopts when its parent exits (an in-place
+/// restart's successor): [`adopt_orphans`] makes this process their reaper, so that
+/// [`wait`](Self::wait) can read their exit status once the parent has gone.
+#[derive(Debug)]
+pub struct Orphan {
+    pid: nix::unistd::Pid,
+    status: Option<nix::sys::wait::WaitStatus>,
+}
+
+/// Makes this process the reaper of its descendants whose parent exits (Linux
+/// `PR_SET_CHILD_SUBREAPER`), for [`Orphan::wait`].
+pub fn adopt_orphans() {
+    nix::sys::prctl::set_child_subreaper(true)
+        .unwrap_or_else(|errno| panic!("PR_SET_CHILD_SUBREAPER: {errno}"));
+}
+
+impl Orphan {
+    /// The process `pid`, a descendant of this one.
+    pub fn new(pid: u32) -> Self {
+        Self {
+            pid: nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+            status: None,
+        }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw().unsigned_abs()
+    }
+
+    /// `true` while the process exists (a zombie included).
+    pub fn is_alive(&self) -> bool {
+        self.status.is_none() && nix::sys::signal::kill(self.pid, None).is_ok()
+    }
+
+    /// Sends it a real signal.
+    pub fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(self.pid, signal).unwrap_or_else(|e| panic!("kill({signal}): {e}"));
+    }
+
+    /// Waits for its exit and returns its exit code (`128 + n` for death by signal
+    /// `n`). Call it once its parent has exited ([`adopt_orphans`] first). Kills it and
+    /// panics if it is still running after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> i32 {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let deadline = Instant::now() + timeout;
+        loop {
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(status @ WaitStatus::Exited(_, code)) => {
+                    self.status = Some(status);
+                    return code;
+                }
+                Ok(status @ WaitStatus::Signaled(_, signal, _)) => {
+                    self.status = Some(status);
+                    return 128 + signal as i32;
+                }
+                Ok(_) => {}
+                // Not adopted yet: its parent is still running.
+                Err(nix::errno::Errno::ECHILD)
+                    if nix::sys::signal::kill(self.pid, None).is_ok() => {}
+                Err(errno) => panic!("waitpid({}): {errno}", self.pid),
+            }
+            if Instant::now() >= deadline {
+                let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+                panic!(
+                    "process {} still running after {timeout:?}; killed",
+                    self.pid
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Orphan {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
         }
     }
 }

@@ -149,7 +149,7 @@ impl ShutdownConfig {
         let mut read =
             |variable: &'static str, whole: bool| -> Result<Option<Duration>, ConfigError> {
                 lookup(variable)
-                    .map(|raw| parse_seconds(variable, raw, whole))
+                    .map(|raw| parse_seconds_as(variable, raw, whole))
                     .transpose()
             };
         if let Some(value) = read(ENV_TIMEOUT, false)? {
@@ -265,7 +265,28 @@ impl ShutdownConfig {
     }
 }
 
-fn parse_seconds(
+/// Reads a duration in seconds (decimals allowed) held by `variable`, the way
+/// [`ShutdownConfig::from_env`] reads its own: for a crate that adds a bound of its own
+/// (`SHUTDOWN_HANDOFF_TIMEOUT`), so that every bound is written, checked and reported
+/// alike.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let timeout = shutdown_core::parse_seconds("MY_TIMEOUT", "2.5")?;
+/// assert_eq!(timeout, Duration::from_millis(2500));
+/// let err = shutdown_core::parse_seconds("MY_TIMEOUT", "soon").unwrap_err();
+/// assert_eq!(err.to_string(), r#"MY_TIMEOUT="soon": expected seconds, e.g. 30 or 2.5"#);
+/// # Ok::<(), shutdown_core::ConfigError>(())
+/// ```
+pub fn parse_seconds(
+    variable: &'static str,
+    value: impl Into<OsString>,
+) -> Result<Duration, ConfigError> {
+    parse_seconds_as(variable, value.into(), false)
+}
+
+fn parse_seconds_as(
     variable: &'static str,
     raw: OsString,
     whole: bool,

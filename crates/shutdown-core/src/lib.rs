@@ -18,7 +18,7 @@ mod shutdown;
 pub use cleanup::{Async, Blocking, CleanupOutcome, CleanupResult, CleanupStatus, IntoCleanup};
 pub use config::{
     ConfigError, ENV_CLEANUP_TIMEOUT, ENV_DELAY, ENV_RETRY_AFTER, ENV_TASK_TIMEOUT, ENV_TIMEOUT,
-    ExitCodes, ShutdownConfig,
+    ExitCodes, ShutdownConfig, parse_seconds,
 };
 pub use gate::{
     Admission, DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Pass, PlainResponse, Protocol,

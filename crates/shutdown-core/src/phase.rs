@@ -65,15 +65,23 @@ pub enum Trigger {
         /// The error, or the panic message.
         error: String,
     },
+    /// An in-place restart: a successor process has taken over the listening sockets
+    /// and serves new connections, so this process only finishes what it has.
+    Handoff {
+        /// The successor's process id.
+        successor: u32,
+    },
 }
 
 impl Trigger {
-    /// A short label for logs and metrics: `signal`, `requested` or `task_failed`.
+    /// A short label for logs and metrics: `signal`, `requested`, `task_failed` or
+    /// `handoff`.
     pub fn kind(&self) -> &'static str {
         match self {
             Trigger::Signal(_) => "signal",
             Trigger::Requested(_) => "requested",
             Trigger::TaskFailed { .. } => "task_failed",
+            Trigger::Handoff { .. } => "handoff",
         }
     }
 }
@@ -84,6 +92,7 @@ impl fmt::Display for Trigger {
             Trigger::Signal(name) => write!(f, "signal {name}"),
             Trigger::Requested(reason) => write!(f, "requested: {reason}"),
             Trigger::TaskFailed { task, error } => write!(f, "task {task:?} failed: {error}"),
+            Trigger::Handoff { successor } => write!(f, "handed over to successor pid {successor}"),
         }
     }
 }
