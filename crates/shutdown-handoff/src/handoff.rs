@@ -279,7 +279,8 @@ impl Handoff {
                     passed_name = %socket.name,
                     addr = %local,
                     source = %Source(self.inner.source),
-                    "serving a passed socket (not binding {addr})"
+                    not_bound = %addr,
+                    "serving a passed socket"
                 );
                 socket.taken = true;
                 name.clone_into(&mut socket.name);
