@@ -32,6 +32,25 @@ pub fn init_logs() {
         .init();
 }
 
+/// Makes `SIGHUP` trigger [`Trigger::Handoff`](shutdown_core::Trigger::Handoff) as a
+/// successor's readiness would (`shutdown-handoff`'s own tests start real successors):
+/// the adapter probes' handoff drain, without a second process.
+pub fn handoff_on_sighup(shutdown: &shutdown_core::Shutdown) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            eprintln!("SIGHUP: {error}");
+            std::process::exit(2);
+        }
+    };
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if hangup.recv().await.is_some() {
+            shutdown.trigger(shutdown_core::Trigger::Handoff { successor: 0 });
+        }
+    });
+}
+
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {

@@ -21,7 +21,8 @@
 //! a connection to the server's address is refused by then); and prints
 //! `exit_code=<n>` before exiting with the report's exit code.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -402,6 +403,70 @@ pub fn a_never_ending_stream_does_not_hold_the_process(probe: &Probe) {
     assert_eq!(field(&p.report(), "interrupted"), "1");
 }
 
+/// Scenario 10: a handoff (a successor has taken over the listening socket) stops
+/// accepting at once, serves the requests that still arrive on open connections
+/// normally (never `503`) with `Connection: close`, finishes the request in flight, and
+/// exits 0 with a report that says it handed over.
+pub fn a_handoff_serves_open_connections_normally_and_stops_accepting(probe: &Probe) {
+    let mut p = Running::start(
+        probe,
+        &[
+            ("SHUTDOWN_TIMEOUT", "30"),
+            ("SHUTDOWN_HANDOFF_GRACE", "1.5"),
+        ],
+    );
+    let mut idle = Conn::open(p.addr).expect("connect");
+    assert_eq!(idle.get("/").expect("before the handoff").status(), 200);
+    let slow = get_in_background(p.addr, "/slow?ms=1000");
+    p.stdout_line("slow started");
+
+    p.child.signal(Signal::SIGHUP);
+    p.log_line("handed over: no longer accepting");
+    let again = idle
+        .get("/")
+        .unwrap_or_else(|e| panic!("idle keep-alive connection: {e}\n{}", p.output()));
+    assert_eq!(again.status(), 200, "served, not rejected\n{}", p.output());
+    assert_eq!(
+        again
+            .header("connection")
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("close"),
+        "the client reconnects, to the successor"
+    );
+    // A new connection is not served by this process: refused (its copy of the socket
+    // is closed) or never accepted (actix pauses its accept loop, which runs on a
+    // thread of its own and applies the pause a moment after it is asked to).
+    thread::sleep(Duration::from_millis(200));
+    match TcpStream::connect_timeout(&p.addr, Duration::from_millis(500)) {
+        Err(_) => {}
+        Ok(mut stream) => {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("timeout");
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+                .expect("write");
+            let mut answer = [0u8; 64];
+            let read = stream.read(&mut answer);
+            assert!(
+                !matches!(read, Ok(n) if n > 0),
+                "a new connection got an answer after the handoff: {:?}\n{}",
+                read.map(|n| String::from_utf8_lossy(&answer[..n]).into_owned()),
+                p.output()
+            );
+        }
+    }
+
+    let slow = join(slow).unwrap_or_else(|e| panic!("slow request: {e}\n{}", p.output()));
+    assert_eq!(slow.status(), 200);
+    assert_eq!(p.exit_code(), 0, "{}", p.output());
+    let report = p.report();
+    assert_eq!(field(&report, "trigger_kind"), "\"handoff\"", "{report}");
+    assert_eq!(field(&report, "rejected"), "0", "{report}");
+    assert_eq!(field(&report, "interrupted"), "0", "{report}");
+}
+
 /// Runs every scenario of this module against one probe, as `#[test]` functions.
 ///
 /// ```ignore
@@ -424,6 +489,7 @@ macro_rules! adapter_scenarios {
             a_post_during_the_drain_gets_its_503,
             a_client_that_disconnects_mid_request,
             a_never_ending_stream_does_not_hold_the_process,
+            a_handoff_serves_open_connections_normally_and_stops_accepting,
         );
     };
     (@tests $($name:ident),* $(,)?) => {

@@ -62,6 +62,10 @@ where
 ///   [`Shutdown::run_server`] around actix's server.
 /// - Then background tasks are cancelled and the cleanup tasks run ([`Shutdown::run`]),
 ///   after the server has stopped; the report is returned.
+/// - After a handoff (`shutdown-handoff`) the server stops accepting
+///   (`ServerHandle::pause`, which actix's accept thread applies a moment later): the
+///   successor accepts; requests on the open connections are served normally with
+///   `Connection: close` through the handoff grace.
 ///
 /// Run it on the runtime of `#[actix_web::main]` or `#[tokio::main]`; the future is not
 /// `Send` in general (neither are actix's application factories).
@@ -110,6 +114,23 @@ where
     };
     let handle = server.handle();
     info!(%addr, "serving; the listener stays open until the drain has ended");
+    // At a handoff the successor accepts: stop accepting at once.
+    let paused = {
+        let handle = handle.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.handed_over().await;
+            handle.pause().await;
+            info!("handed over: no longer accepting (the successor does)");
+            std::future::pending::<()>().await;
+        }
+    };
+    let server = async move {
+        tokio::select! {
+            served = server => served,
+            () = paused => Ok(()),
+        }
+    };
     shutdown
         .run_server(server, move || {
             // Sends the command now; the server's own future reports the end.

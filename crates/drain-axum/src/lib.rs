@@ -21,6 +21,10 @@ use shutdown_core::{CancellationToken, Shutdown, ShutdownReport};
 use tower_service::Service;
 use tracing::{info, warn};
 
+mod handoff;
+
+pub use handoff::HandoffListener;
+
 pub use drain_tower::{DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, GuardedBody, Liveness, Readiness};
 pub use shutdown_core::ServeError;
 
@@ -221,6 +225,10 @@ impl fmt::Debug for DrainedFuture {
 ///   never-ending stream).
 /// - Then background tasks are cancelled and the cleanup tasks run ([`Shutdown::run`]),
 ///   after the server has stopped; the report is returned.
+/// - After a handoff (`shutdown-handoff`), wrap the listener in a [`HandoffListener`]:
+///   it stops accepting at once; requests on the open connections are served normally
+///   with `Connection: close` through the handoff grace, then axum closes what is left
+///   (HTTP/2 with a `GOAWAY`).
 ///
 /// Install the signal handlers (`shutdown-signal`) before calling it.
 ///

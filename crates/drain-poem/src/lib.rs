@@ -4,12 +4,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod drain;
+mod handoff;
 pub mod health;
 #[cfg(feature = "prometheus")]
 mod metrics;
 mod serve;
 
 pub use drain::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Drain, DrainLayer};
+pub use handoff::HandoffAcceptor;
 pub use health::{Liveness, Readiness, health_routes};
 #[cfg(feature = "prometheus")]
 pub use metrics::Metrics;

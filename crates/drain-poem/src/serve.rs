@@ -34,6 +34,10 @@ use tracing::info;
 /// 3. runs [`Shutdown::run`]: background tasks are cancelled and awaited, cleanup tasks
 ///    run (the server has stopped by then), and the report is returned.
 ///
+/// After a handoff (`shutdown-handoff`) the acceptor, wrapped in a [`HandoffAcceptor`](crate::HandoffAcceptor),
+/// stops accepting at once; requests on the open connections are served normally with
+/// `Connection: close` through the handoff grace, then poem closes what is left.
+///
 /// Apply [`DrainLayer`](crate::DrainLayer) to `app` yourself: this function does not
 /// add it. Install the signal handlers (`shutdown-signal`) before calling it.
 ///
@@ -58,6 +62,7 @@ where
     E: IntoEndpoint,
     E::Endpoint: 'static,
 {
+    let acceptor = crate::HandoffAcceptor::new(acceptor, shutdown);
     serve_server(Server::new_with_acceptor(acceptor), app, shutdown).await
 }
 

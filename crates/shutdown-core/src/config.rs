@@ -16,6 +16,8 @@ pub const ENV_CLEANUP_TIMEOUT: &str = "SHUTDOWN_CLEANUP_TIMEOUT";
 pub const ENV_TASK_TIMEOUT: &str = "SHUTDOWN_TASK_TIMEOUT";
 /// Environment variable for the `Retry-After` value of rejected requests, in whole seconds.
 pub const ENV_RETRY_AFTER: &str = "SHUTDOWN_RETRY_AFTER";
+/// Environment variable for the handoff grace, in seconds.
+pub const ENV_HANDOFF_GRACE: &str = "SHUTDOWN_HANDOFF_GRACE";
 
 /// Exit codes that [`ShutdownReport::exit_code`](crate::ShutdownReport::exit_code) maps
 /// an outcome to.
@@ -79,6 +81,7 @@ pub struct ShutdownConfig {
     task_timeout: Duration,
     retry_after: Duration,
     server_stop_timeout: Duration,
+    handoff_grace: Duration,
     exit_codes: ExitCodes,
 }
 
@@ -90,7 +93,8 @@ impl Default for ShutdownConfig {
 
 impl ShutdownConfig {
     /// The defaults: drain 30 s, pre-stop delay 0, cleanup tasks 10 s each, background
-    /// tasks 10 s, `Retry-After: 10`, server stop 1 s, [`ExitCodes::DEFAULT`].
+    /// tasks 10 s, `Retry-After: 10`, server stop 1 s, handoff grace 5 s,
+    /// [`ExitCodes::DEFAULT`].
     pub const fn new() -> Self {
         Self {
             drain_timeout: Duration::from_secs(30),
@@ -99,6 +103,7 @@ impl ShutdownConfig {
             task_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(10),
             server_stop_timeout: Duration::from_secs(1),
+            handoff_grace: Duration::from_secs(5),
             exit_codes: ExitCodes::DEFAULT,
         }
     }
@@ -113,6 +118,7 @@ impl ShutdownConfig {
     /// | `SHUTDOWN_CLEANUP_TIMEOUT` | default timeout of each cleanup task, seconds | 10 |
     /// | `SHUTDOWN_TASK_TIMEOUT` | bound on background tasks after cancellation, seconds | 10 |
     /// | `SHUTDOWN_RETRY_AFTER` | `Retry-After` of rejected requests, whole seconds | 10 |
+    /// | `SHUTDOWN_HANDOFF_GRACE` | after a handoff, how long open connections are served before the drain, seconds | 5 |
     ///
     /// An unset variable keeps its default. A set but malformed one (`abc`, `-5`,
     /// `1e999`, empty, not UTF-8) is an error naming the variable and the value; it is
@@ -167,6 +173,9 @@ impl ShutdownConfig {
         if let Some(value) = read(ENV_RETRY_AFTER, true)? {
             config.retry_after = value;
         }
+        if let Some(value) = read(ENV_HANDOFF_GRACE, false)? {
+            config.handoff_grace = value;
+        }
         Ok(config)
     }
 
@@ -212,6 +221,15 @@ impl ShutdownConfig {
         self
     }
 
+    /// Sets, for a shutdown triggered by a handoff ([`Trigger::Handoff`](crate::Trigger::Handoff)),
+    /// how long the open connections are still served before the drain begins, in place
+    /// of the pre-stop delay: an idle keep-alive connection gets this long for its next
+    /// request, answered normally with `Connection: close`, before the server closes it.
+    pub fn with_handoff_grace(mut self, grace: Duration) -> Self {
+        self.handoff_grace = grace;
+        self
+    }
+
     /// Sets the exit codes the report maps its outcome to.
     pub fn with_exit_codes(mut self, exit_codes: ExitCodes) -> Self {
         self.exit_codes = exit_codes;
@@ -252,6 +270,11 @@ impl ShutdownConfig {
         } else {
             secs
         }
+    }
+
+    /// The handoff grace (`SHUTDOWN_HANDOFF_GRACE`).
+    pub fn handoff_grace(&self) -> Duration {
+        self.handoff_grace
     }
 
     /// How long the server may take to close its connections after the drain.

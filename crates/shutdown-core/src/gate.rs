@@ -424,10 +424,28 @@ impl RequestGate {
                 http1,
                 closing: false,
             }),
-            None => Admission::Rejected(Rejection {
+            None => self.refused(http1),
+        }
+    }
+
+    /// A request the drain refused: rejected, unless the shutdown is a handoff. Then
+    /// the service as a whole stays up (a successor accepts new connections), so a
+    /// request that still arrives on an open connection is served, uncounted, with
+    /// `Connection: close`; the server's stop lets it finish.
+    #[cold]
+    #[inline(never)]
+    fn refused(&self, http1: bool) -> Admission<'_> {
+        if self.state.shutdown.is_handing_off() {
+            Admission::Admitted(Pass {
+                guard: None,
+                http1,
+                closing: true,
+            })
+        } else {
+            Admission::Rejected(Rejection {
                 gate: &self.state,
                 http1,
-            }),
+            })
         }
     }
 

@@ -162,6 +162,9 @@ pub(crate) struct InFlight {
 struct ReadMostly {
     /// The shutdown has been triggered: responses ask HTTP/1.1 clients to reconnect.
     shutting_down: AtomicBool,
+    /// The trigger is a handoff: a request refused by the drain is served all the same
+    /// (by the gate), so it is not counted as rejected.
+    handing_off: AtomicBool,
     observer: OnceLock<Box<dyn ShutdownObserver>>,
     /// A panic of the observer has been logged.
     observer_panicked: AtomicBool,
@@ -181,6 +184,7 @@ impl InFlight {
             drained: Notify::new(),
             read_mostly: ReadMostly {
                 shutting_down: AtomicBool::new(false),
+                handing_off: AtomicBool::new(false),
                 observer: OnceLock::new(),
                 observer_panicked: AtomicBool::new(false),
             },
@@ -240,8 +244,12 @@ impl InFlight {
         self.state.begin_drain()
     }
 
-    /// Marks the shutdown as triggered, for [`RequestGuard::is_shutting_down`].
-    pub(crate) fn begin_shutdown(&self) {
+    /// Marks the shutdown as triggered, for [`RequestGuard::is_shutting_down`]; by a
+    /// handoff when `handoff`.
+    pub(crate) fn begin_shutdown(&self, handoff: bool) {
+        if handoff {
+            self.read_mostly.handing_off.store(true, Ordering::Release);
+        }
         self.read_mostly
             .shutting_down
             .store(true, Ordering::Release);
@@ -299,7 +307,7 @@ enum Event {
 extern "C" fn enter_rest(tracker: &InFlight, entered: bool) {
     if entered {
         notify_observer(tracker, Event::Started);
-    } else {
+    } else if !tracker.read_mostly.handing_off.load(Ordering::Acquire) {
         tracker.rejected.fetch_add(1, Ordering::Relaxed);
         notify_observer(tracker, Event::Rejected);
     }
@@ -668,7 +676,7 @@ mod tests {
         let tracker = TrackerOwner::new();
         let guard = tracker.try_enter().expect("running");
         assert!(!guard.is_shutting_down());
-        tracker.begin_shutdown();
+        tracker.begin_shutdown(false);
         assert!(guard.is_shutting_down());
         let second = tracker
             .try_enter()
@@ -685,7 +693,7 @@ mod tests {
     fn a_guard_that_outlives_the_handles_frees_the_tracker() {
         let (owner, freed) = watched_tracker();
         let guard = owner.try_enter().expect("running");
-        owner.begin_shutdown();
+        owner.begin_shutdown(false);
         drop(owner);
         assert!(!freed.load(Ordering::SeqCst), "the guard still holds it");
         assert!(guard.is_shutting_down(), "readable after the handles left");

@@ -17,8 +17,8 @@ mod shutdown;
 
 pub use cleanup::{Async, Blocking, CleanupOutcome, CleanupResult, CleanupStatus, IntoCleanup};
 pub use config::{
-    ConfigError, ENV_CLEANUP_TIMEOUT, ENV_DELAY, ENV_RETRY_AFTER, ENV_TASK_TIMEOUT, ENV_TIMEOUT,
-    ExitCodes, ShutdownConfig, parse_seconds,
+    ConfigError, ENV_CLEANUP_TIMEOUT, ENV_DELAY, ENV_HANDOFF_GRACE, ENV_RETRY_AFTER,
+    ENV_TASK_TIMEOUT, ENV_TIMEOUT, ExitCodes, ShutdownConfig, parse_seconds,
 };
 pub use gate::{
     Admission, DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Pass, PlainResponse, Protocol,

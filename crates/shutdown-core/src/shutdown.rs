@@ -36,7 +36,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// [`run`](Self::run) waits for a [`Trigger`] and then:
 ///
 /// 1. readiness is already false from the moment of the trigger ([`is_ready`](Self::is_ready));
-/// 2. waits the pre-stop delay, still serving;
+/// 2. waits the pre-stop delay, still serving (after a [`Trigger::Handoff`], the
+///    handoff grace instead: open keep-alive connections get time for their next
+///    request, answered with `Connection: close`);
 /// 3. begins the drain: [`try_enter`](Self::try_enter) returns `None` from now on;
 /// 4. waits until no request is in flight or the drain deadline passes, logging progress
 ///    about once a second; at the deadline it cancels [`request_token`](Self::request_token)
@@ -162,7 +164,8 @@ impl Shutdown {
     /// Race-free: no request is admitted after the drain has observed zero in flight.
     /// No lock and no allocation: one compare-exchange to enter, one when the guard
     /// drops, and no reference count (the guard may still outlive every handle). Each
-    /// `None` is counted in [`rejected`](Self::rejected).
+    /// `None` is counted in [`rejected`](Self::rejected), except during a handoff, when
+    /// the [`RequestGate`](crate::RequestGate) serves the request all the same.
     ///
     /// ```
     /// use shutdown_core::Shutdown;
@@ -225,6 +228,23 @@ impl Shutdown {
         self.inner.in_flight.is_draining()
     }
 
+    /// `true` once the shutdown has been triggered by a handoff
+    /// ([`Trigger::Handoff`]): a successor serves new connections, and this process
+    /// only finishes what it has (see [`drain`](Self::drain)).
+    pub fn is_handing_off(&self) -> bool {
+        matches!(self.trigger_reason(), Some(Trigger::Handoff { .. }))
+    }
+
+    /// Resolves at a handoff's trigger, when a server must stop accepting at once (the
+    /// successor accepts); never resolves for any other trigger, after which the
+    /// listener stays open until the drain has ended. Cancel-safe.
+    pub async fn handed_over(&self) {
+        self.triggered().await;
+        if !self.is_handing_off() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// The current phase, read from an atomic (no lock).
     pub fn phase(&self) -> Phase {
         Phase::from_u8(self.inner.phase.load(Ordering::Acquire))
@@ -259,7 +279,9 @@ impl Shutdown {
                 in_flight = self.in_flight(),
                 "shutting down"
             );
-            self.inner.in_flight.begin_shutdown();
+            self.inner
+                .in_flight
+                .begin_shutdown(matches!(trigger, Trigger::Handoff { .. }));
             self.inner.triggered.cancel();
         } else {
             debug!(trigger = %trigger, "already shutting down; trigger ignored");
@@ -418,8 +440,20 @@ impl Shutdown {
         };
         let config = &self.inner.config;
 
-        let delay = config.pre_stop_delay();
-        if !delay.is_zero() {
+        let handoff = matches!(trigger, Trigger::Handoff { .. });
+        let delay = if handoff {
+            config.handoff_grace()
+        } else {
+            config.pre_stop_delay()
+        };
+        if handoff {
+            info!(
+                grace_ms = millis(delay),
+                in_flight = self.in_flight(),
+                "handed over; serving the open connections (Connection: close) during the grace"
+            );
+            tokio::time::sleep_until(triggered_at + delay).await;
+        } else if !delay.is_zero() {
             info!(
                 delay_ms = millis(delay),
                 in_flight = self.in_flight(),

@@ -25,6 +25,7 @@ async fn main() {
     if let Err(error) = shutdown_signal::install(&shutdown) {
         exit(2, error);
     }
+    e2e_tests::handoff_on_sighup(&shutdown);
 
     let bind = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:0".to_owned());
     let listener =

@@ -29,6 +29,7 @@ async fn main() {
         eprintln!("{error}");
         std::process::exit(2);
     }
+    e2e_tests::handoff_on_sighup(&shutdown);
 
     let bind = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:0".into());
     let listener = tokio::net::TcpListener::bind(&bind)
@@ -59,7 +60,13 @@ async fn main() {
     let app = drain_axum::drained(app, &shutdown);
 
     println!("listening on {addr}");
-    match drain_axum::serve(listener, app, &shutdown).await {
+    match drain_axum::serve(
+        drain_axum::HandoffListener::new(listener, &shutdown),
+        app,
+        &shutdown,
+    )
+    .await
+    {
         Ok(report) => {
             println!("exit_code={}", report.exit_code());
             std::process::exit(report.exit_code());

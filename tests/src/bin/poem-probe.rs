@@ -88,6 +88,7 @@ async fn main() {
     if let Err(error) = shutdown_signal::install(&shutdown) {
         fail(error);
     }
+    e2e_tests::handoff_on_sighup(&shutdown);
 
     let listener = tokio::net::TcpListener::bind(&bind)
         .await
