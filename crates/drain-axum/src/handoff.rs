@@ -2,18 +2,14 @@
 //! over.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 
 use axum::serve::Listener;
-use shutdown_core::Shutdown;
-use tracing::info;
+use shutdown_core::{AcceptUntilHandoff, Shutdown};
 
 /// Wraps a listener for an in-place restart (`shutdown-handoff`): at a handoff
-/// ([`Shutdown::handed_over`]) it stops accepting at once and closes this process's
-/// copy of the socket, so that the successor, which shares the socket, accepts every
-/// new connection; the connections already open are served through the handoff grace
+/// ([`Shutdown::handed_over`]) it stops accepting at once, so that the successor, which
+/// shares the socket, accepts every new connection; the connections already open are served through the handoff grace
 /// and closed by the server's stop. For any other trigger it changes nothing (the
 /// listener stays open through the drain).
 ///
@@ -31,17 +27,14 @@ use tracing::info;
 /// # Ok(()) }
 /// ```
 pub struct HandoffListener<L> {
-    inner: Option<L>,
-    handed_over: Pin<Box<dyn Future<Output = ()> + Send>>,
+    inner: AcceptUntilHandoff<L>,
 }
 
 impl<L> HandoffListener<L> {
     /// `listener`, closed at a handoff of `shutdown`.
     pub fn new(listener: L, shutdown: &Shutdown) -> Self {
-        let shutdown = shutdown.clone();
         Self {
-            inner: Some(listener),
-            handed_over: Box::pin(async move { shutdown.handed_over().await }),
+            inner: AcceptUntilHandoff::new(listener, shutdown),
         }
     }
 }
@@ -51,30 +44,18 @@ impl<L: Listener> Listener for HandoffListener<L> {
     type Addr = L::Addr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        if let Some(inner) = self.inner.as_mut() {
-            tokio::select! {
-                biased;
-                () = &mut self.handed_over => {}
-                accepted = inner.accept() => return accepted,
-            }
-            self.inner = None;
-            info!("handed over: no longer accepting (the successor does)");
-        }
-        std::future::pending().await
+        self.inner.accept(L::accept).await
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        match &self.inner {
-            Some(inner) => inner.local_addr(),
-            None => Err(io::Error::other("handed over: the listener is closed")),
-        }
+        self.inner.get_ref().local_addr()
     }
 }
 
 impl<L> fmt::Debug for HandoffListener<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HandoffListener")
-            .field("accepting", &self.inner.is_some())
-            .finish_non_exhaustive()
+            .field("inner", &self.inner)
+            .finish()
     }
 }

@@ -28,7 +28,7 @@ pub use in_flight::{RequestGuard, ScopedRequestGuard};
 pub use observer::ShutdownObserver;
 pub use phase::{Phase, Trigger};
 pub use report::{DrainSummary, ShutdownReport};
-pub use serve::{SERVER_TASK, STOP_GRACE, ServeError};
+pub use serve::{AcceptUntilHandoff, SERVER_TASK, STOP_GRACE, ServeError};
 pub use shutdown::Shutdown;
 
 /// Re-exported so that users name the same types the handle returns.

@@ -5,7 +5,7 @@ use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::time::Duration;
 
 use tracing::{error, info, warn};
@@ -144,6 +144,68 @@ impl Shutdown {
                 report: Box::new(report),
             }),
         }
+    }
+}
+
+/// A listener of any framework that stops accepting at a handoff: what an adapter's
+/// listener wrapper holds (`drain_axum::HandoffListener`, `drain_poem::HandoffAcceptor`).
+///
+/// Until [`Shutdown::handed_over`] resolves, [`accept`](Self::accept) accepts through the
+/// listener; from then on it never returns, so the successor, which shares the socket,
+/// accepts every new connection. For any other trigger nothing changes: the listener
+/// stays open through the drain.
+pub struct AcceptUntilHandoff<L> {
+    listener: L,
+    handed_over: Pin<Box<dyn Future<Output = ()> + Send>>,
+    accepting: bool,
+}
+
+impl<L> AcceptUntilHandoff<L> {
+    /// `listener`, until a handoff of `shutdown`.
+    pub fn new(listener: L, shutdown: &Shutdown) -> Self {
+        let shutdown = shutdown.clone();
+        Self {
+            listener,
+            handed_over: Box::pin(async move { shutdown.handed_over().await }),
+            accepting: true,
+        }
+    }
+
+    /// The listener.
+    pub fn get_ref(&self) -> &L {
+        &self.listener
+    }
+
+    /// `false` once handed over.
+    pub fn is_accepting(&self) -> bool {
+        self.accepting
+    }
+
+    /// What `accept` gives for the listener, or, from the handoff on, nothing: the
+    /// future never resolves. Cancel-safe if `accept`'s future is.
+    pub async fn accept<'a, F: Future>(
+        &'a mut self,
+        accept: impl FnOnce(&'a mut L) -> F,
+    ) -> F::Output {
+        if self.accepting {
+            tokio::select! {
+                biased;
+                () = &mut self.handed_over => {
+                    self.accepting = false;
+                    info!("handed over: no longer accepting (the successor does)");
+                }
+                accepted = accept(&mut self.listener) => return accepted,
+            }
+        }
+        std::future::pending().await
+    }
+}
+
+impl<L> fmt::Debug for AcceptUntilHandoff<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcceptUntilHandoff")
+            .field("accepting", &self.accepting)
+            .finish_non_exhaustive()
     }
 }
 
