@@ -66,7 +66,7 @@ async fn ingest(telemetry: web::Data<Telemetry>, mut payload: web::Payload) -> H
             Err(error) => return respond(Reply::error(400, &error.to_string())),
         }
     }
-    respond(telemetry.ingest(&body))
+    respond(telemetry.ingest(&body).await)
 }
 
 async fn lookup(telemetry: web::Data<Telemetry>, id: web::Path<String>) -> HttpResponse {

@@ -64,7 +64,7 @@ async fn ingest(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match body {
-        Ok(body) => respond(telemetry.ingest(&body)),
+        Ok(body) => respond(telemetry.ingest(&body).await),
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             respond(Reply::too_large())
         }

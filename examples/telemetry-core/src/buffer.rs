@@ -1,4 +1,5 @@
-//! [`WriteBehind`]: accepted events kept in memory until the flusher has stored them.
+//! [`WriteBehind`]: accepted events kept in memory until the flusher has stored them
+//! (`ACK_MODE=buffered`).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -13,11 +14,17 @@ use crate::event::Record;
 /// [`get`](Self::get) sees both, so an event is readable at every moment from its
 /// acceptance on: from here until the commit, from the store after it.
 ///
+/// It holds at most its capacity of events not yet committed (pending and flushing):
+/// [`accept`](Self::accept) refuses more ([`Refused::Full`]) instead of acknowledging
+/// events it could not keep, so that a database that is slow or locked turns into
+/// back-pressure (`503` + `Retry-After`), not into unbounded memory.
+///
 /// After [`close`](Self::close), `accept` refuses new events, so that nothing is
 /// acknowledged that the last flush would not write.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriteBehind {
     state: Mutex<State>,
+    capacity: usize,
 }
 
 #[derive(Debug, Default)]
@@ -37,14 +44,45 @@ pub enum Accepted {
     Duplicate,
 }
 
-/// The buffer is closed: the database is being closed by the shutdown.
+/// Why an event was not acknowledged: answer `503` + `Retry-After`. Nothing was
+/// stored, or nothing the client was told about: it may send the event again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
+#[non_exhaustive]
+pub enum Refused {
+    /// The bound of events not yet committed (`BUFFER_CAPACITY`) is reached: the
+    /// database is slow, locked or failing.
+    Full,
+    /// The transaction holding the event failed (`ACK_MODE=durable`).
+    Failed,
+    /// The database is being closed by the shutdown.
+    Closed,
+}
+
+impl Refused {
+    /// `full`, `failed` or `closed`: the `reason` label of
+    /// [`EVENTS_REFUSED`](crate::metrics::EVENTS_REFUSED).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Failed => "failed",
+            Self::Closed => "closed",
+        }
+    }
+}
 
 impl WriteBehind {
-    /// An empty, open buffer.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty, open buffer holding at most `capacity` events not yet committed (at
+    /// least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The most events it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -57,14 +95,19 @@ impl WriteBehind {
     ///
     /// # Errors
     ///
-    /// [`Closed`] once [`close`](Self::close) has been called.
-    pub fn accept(&self, record: Record) -> Result<Accepted, Closed> {
+    /// [`Refused::Closed`] once [`close`](Self::close) has been called;
+    /// [`Refused::Full`] when it holds its capacity of events (an id already buffered
+    /// is still answered [`Accepted::Duplicate`]: it takes no room).
+    pub fn accept(&self, record: Record) -> Result<Accepted, Refused> {
         let mut state = self.lock();
         if state.closed {
-            return Err(Closed);
+            return Err(Refused::Closed);
         }
         if state.pending.contains_key(&record.id) || state.flushing.contains_key(&record.id) {
             return Ok(Accepted::Duplicate);
+        }
+        if state.pending.len() + state.flushing.len() >= self.capacity {
+            return Err(Refused::Full);
         }
         state.pending.insert(record.id.clone(), record);
         Ok(Accepted::New)
@@ -125,7 +168,7 @@ mod tests {
 
     #[test]
     fn an_event_is_readable_from_acceptance_until_flushed() {
-        let buffer = WriteBehind::new();
+        let buffer = WriteBehind::with_capacity(10);
         assert_eq!(buffer.accept(record("a", 1.0)), Ok(Accepted::New));
         assert_eq!(buffer.get("a"), Some(record("a", 1.0)));
 
@@ -141,7 +184,7 @@ mod tests {
 
     #[test]
     fn a_repeated_id_keeps_the_first_event_pending_or_flushing() {
-        let buffer = WriteBehind::new();
+        let buffer = WriteBehind::with_capacity(10);
         buffer.accept(record("a", 1.0)).expect("open");
         assert_eq!(buffer.accept(record("a", 2.0)), Ok(Accepted::Duplicate));
         let _ = buffer.begin_flush();
@@ -152,7 +195,7 @@ mod tests {
 
     #[test]
     fn a_failed_flush_is_retried_with_the_new_events() {
-        let buffer = WriteBehind::new();
+        let buffer = WriteBehind::with_capacity(10);
         buffer.accept(record("a", 1.0)).expect("open");
         let _ = buffer.begin_flush();
         // The flush failed: `flushed` is not called.
@@ -166,11 +209,35 @@ mod tests {
 
     #[test]
     fn a_closed_buffer_refuses_new_events() {
-        let buffer = WriteBehind::new();
+        let buffer = WriteBehind::with_capacity(10);
         buffer.accept(record("a", 1.0)).expect("open");
         buffer.close();
         assert!(buffer.is_closed());
-        assert_eq!(buffer.accept(record("b", 1.0)), Err(Closed));
+        assert_eq!(buffer.accept(record("b", 1.0)), Err(Refused::Closed));
         assert_eq!(buffer.begin_flush(), [record("a", 1.0)], "still flushable");
+    }
+
+    #[test]
+    fn a_full_buffer_refuses_new_events_until_a_flush_commits() {
+        let buffer = WriteBehind::with_capacity(2);
+        buffer.accept(record("a", 1.0)).expect("room");
+        buffer.accept(record("b", 1.0)).expect("room");
+        assert_eq!(buffer.accept(record("c", 1.0)), Err(Refused::Full));
+        assert_eq!(
+            buffer.accept(record("a", 2.0)),
+            Ok(Accepted::Duplicate),
+            "a repeated id takes no room"
+        );
+
+        let _ = buffer.begin_flush();
+        assert_eq!(
+            buffer.accept(record("c", 1.0)),
+            Err(Refused::Full),
+            "events being flushed still count: the flush may fail"
+        );
+        buffer.flushed();
+        assert_eq!(buffer.accept(record("c", 1.0)), Ok(Accepted::New));
+        assert_eq!(buffer.len(), 1);
+        assert_eq!(WriteBehind::with_capacity(0).capacity(), 1);
     }
 }

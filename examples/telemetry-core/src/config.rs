@@ -17,6 +17,22 @@ pub const ENV_DATABASE_PATH: &str = "DATABASE_PATH";
 pub const ENV_FLUSH_INTERVAL_MS: &str = "FLUSH_INTERVAL_MS";
 /// Environment variable for the optional Redis server (`redis://host:port`).
 pub const ENV_REDIS_URL: &str = "REDIS_URL";
+/// Environment variable for when `POST /telemetry` answers `202`: `durable` or
+/// `buffered` ([`AckMode`]).
+pub const ENV_ACK_MODE: &str = "ACK_MODE";
+/// Environment variable for the most events accepted and not yet committed to SQLite.
+pub const ENV_BUFFER_CAPACITY: &str = "BUFFER_CAPACITY";
+/// Environment variable for the most events committed in one transaction.
+pub const ENV_COMMIT_BATCH: &str = "COMMIT_BATCH";
+/// Environment variable for how long the durable writer gathers events into a batch,
+/// in milliseconds.
+pub const ENV_COMMIT_WINDOW_MS: &str = "COMMIT_WINDOW_MS";
+/// Environment variable for how long a write waits for a lock held by another
+/// connection to the database, in milliseconds.
+pub const ENV_DATABASE_BUSY_TIMEOUT_MS: &str = "DATABASE_BUSY_TIMEOUT_MS";
+/// Environment variable for when a commit returns: `full` or `normal`
+/// ([`Synchronous`]).
+pub const ENV_DATABASE_SYNCHRONOUS: &str = "DATABASE_SYNCHRONOUS";
 
 /// The default of `BIND_ADDR`.
 pub const DEFAULT_BIND_ADDR: &str = "127.0.0.1:8080";
@@ -26,6 +42,22 @@ pub const DEFAULT_DATABASE_PATH: &str = "telemetry.db";
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// The largest `FLUSH_INTERVAL_MS` accepted: one hour.
 pub const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// The default of `BUFFER_CAPACITY`.
+pub const DEFAULT_BUFFER_CAPACITY: usize = 10_000;
+/// The largest `BUFFER_CAPACITY` accepted.
+pub const MAX_BUFFER_CAPACITY: usize = 1_000_000;
+/// The default of `COMMIT_BATCH`.
+pub const DEFAULT_COMMIT_BATCH: usize = 1_000;
+/// The largest `COMMIT_BATCH` accepted.
+pub const MAX_COMMIT_BATCH: usize = 100_000;
+/// The default of `COMMIT_WINDOW_MS`.
+pub const DEFAULT_COMMIT_WINDOW: Duration = Duration::ZERO;
+/// The largest `COMMIT_WINDOW_MS` accepted: one second.
+pub const MAX_COMMIT_WINDOW: Duration = Duration::from_secs(1);
+/// The default of `DATABASE_BUSY_TIMEOUT_MS`.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest `DATABASE_BUSY_TIMEOUT_MS` accepted: one hour.
+pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// The Redis port when `REDIS_URL` names none.
 const DEFAULT_REDIS_PORT: u16 = 6379;
@@ -38,6 +70,12 @@ const DEFAULT_REDIS_PORT: u16 = 6379;
 /// | `DATABASE_PATH` | SQLite database file, created if missing | `telemetry.db` |
 /// | `FLUSH_INTERVAL_MS` | period of the write-behind flusher, milliseconds (1..=3600000) | 200 |
 /// | `REDIS_URL` | `redis://host[:port][/db]`: publish each accepted event | unset: no Redis |
+/// | `ACK_MODE` | `durable`: `202` once committed; `buffered`: `202` once in memory ([`AckMode`]) | `durable` |
+/// | `BUFFER_CAPACITY` | most events accepted and not yet committed; more get `503` (1..=1000000) | 10000 |
+/// | `COMMIT_BATCH` | most events in one transaction (1..=100000) | 1000 |
+/// | `COMMIT_WINDOW_MS` | `durable`: how long the writer waits for more events before committing, milliseconds (0..=1000) | 0 |
+/// | `DATABASE_BUSY_TIMEOUT_MS` | how long a write waits for another connection's lock, milliseconds (0..=3600000) | 5000 |
+/// | `DATABASE_SYNCHRONOUS` | `full`: a commit is fsynced; `normal`: written, fsynced at checkpoints ([`Synchronous`]) | `full` |
 /// | `SHUTDOWN_*` | the shutdown deadlines, see [`ShutdownConfig::from_env`] | |
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -50,6 +88,18 @@ pub struct Config {
     pub flush_interval: Duration,
     /// `REDIS_URL`, when set.
     pub redis: Option<RedisUrl>,
+    /// `ACK_MODE`.
+    pub ack_mode: AckMode,
+    /// `BUFFER_CAPACITY`.
+    pub buffer_capacity: usize,
+    /// `COMMIT_BATCH`.
+    pub commit_batch: usize,
+    /// `COMMIT_WINDOW_MS`.
+    pub commit_window: Duration,
+    /// `DATABASE_BUSY_TIMEOUT_MS`.
+    pub busy_timeout: Duration,
+    /// `DATABASE_SYNCHRONOUS`.
+    pub synchronous: Synchronous,
     /// The `SHUTDOWN_*` variables.
     pub shutdown: ShutdownConfig,
 }
@@ -105,12 +155,63 @@ impl Config {
         let redis = lookup(ENV_REDIS_URL)
             .map(|raw| RedisUrl::parse(&text(ENV_REDIS_URL, raw, REDIS_EXPECTED)?))
             .transpose()?;
+        let ack_mode = match lookup(ENV_ACK_MODE) {
+            Some(raw) => AckMode::parse(raw)?,
+            None => AckMode::Durable,
+        };
+        let buffer_capacity = match lookup(ENV_BUFFER_CAPACITY) {
+            Some(raw) => whole(
+                ENV_BUFFER_CAPACITY,
+                raw,
+                1..=MAX_BUFFER_CAPACITY as u64,
+                "expected a number of events from 1 to 1000000, e.g. 10000",
+            )?,
+            None => DEFAULT_BUFFER_CAPACITY as u64,
+        };
+        let commit_batch = match lookup(ENV_COMMIT_BATCH) {
+            Some(raw) => whole(
+                ENV_COMMIT_BATCH,
+                raw,
+                1..=MAX_COMMIT_BATCH as u64,
+                "expected a number of events from 1 to 100000, e.g. 1000",
+            )?,
+            None => DEFAULT_COMMIT_BATCH as u64,
+        };
+        let commit_window = match lookup(ENV_COMMIT_WINDOW_MS) {
+            Some(raw) => Duration::from_millis(whole(
+                ENV_COMMIT_WINDOW_MS,
+                raw,
+                0..=millis(MAX_COMMIT_WINDOW),
+                "expected milliseconds from 0 to 1000, e.g. 2",
+            )?),
+            None => DEFAULT_COMMIT_WINDOW,
+        };
+        let busy_timeout = match lookup(ENV_DATABASE_BUSY_TIMEOUT_MS) {
+            Some(raw) => Duration::from_millis(whole(
+                ENV_DATABASE_BUSY_TIMEOUT_MS,
+                raw,
+                0..=millis(MAX_BUSY_TIMEOUT),
+                "expected milliseconds from 0 to 3600000, e.g. 5000",
+            )?),
+            None => DEFAULT_BUSY_TIMEOUT,
+        };
+        let synchronous = match lookup(ENV_DATABASE_SYNCHRONOUS) {
+            Some(raw) => Synchronous::parse(raw)?,
+            None => Synchronous::Full,
+        };
         let shutdown = ShutdownConfig::from_lookup(lookup).map_err(ConfigError::Shutdown)?;
         Ok(Self {
             bind_addr,
             database_path,
             flush_interval,
             redis,
+            ack_mode,
+            // Both bounds are at most `MAX_*`, far below `usize::MAX` on any target.
+            buffer_capacity: usize::try_from(buffer_capacity).unwrap_or(MAX_BUFFER_CAPACITY),
+            commit_batch: usize::try_from(commit_batch).unwrap_or(MAX_COMMIT_BATCH),
+            commit_window,
+            busy_timeout,
+            synchronous,
             shutdown,
         })
     }
@@ -163,6 +264,116 @@ fn parse_flush_interval(raw: OsString) -> Result<Duration, ConfigError> {
         return Err(invalid(ENV_FLUSH_INTERVAL_MS, &text, too_large));
     }
     Ok(interval)
+}
+
+/// A whole number in `range`; any other value is an error saying `expected`.
+fn whole(
+    variable: &'static str,
+    raw: OsString,
+    range: std::ops::RangeInclusive<u64>,
+    expected: &'static str,
+) -> Result<u64, ConfigError> {
+    let text = text(variable, raw, expected)?;
+    let trimmed = text.trim();
+    trimmed
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| trimmed.parse::<u64>().ok())
+        .flatten()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| invalid(variable, &text, expected))
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// When `POST /telemetry` answers `202` (`ACK_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckMode {
+    /// `durable`: once the event is committed to SQLite. Writers are grouped: one
+    /// transaction commits the events that arrived while the previous one committed
+    /// (at most `COMMIT_BATCH`), and answers all of them. Nothing acknowledged is lost,
+    /// whatever happens to the process afterwards.
+    #[default]
+    Durable,
+    /// `buffered`: once the event is in memory; the flusher commits it within
+    /// `FLUSH_INTERVAL_MS`. Faster to answer, but a process killed (`SIGKILL`, the OOM
+    /// killer, a crash) loses what it acknowledged since the last flush. A graceful
+    /// shutdown writes it, or spills it to a file beside the database when the
+    /// database cannot be written.
+    Buffered,
+}
+
+impl AckMode {
+    const EXPECTED: &str = "expected durable or buffered";
+
+    fn parse(raw: OsString) -> Result<Self, ConfigError> {
+        let text = text(ENV_ACK_MODE, raw, Self::EXPECTED)?;
+        match text.trim() {
+            "durable" => Ok(Self::Durable),
+            "buffered" => Ok(Self::Buffered),
+            _ => Err(invalid(ENV_ACK_MODE, &text, Self::EXPECTED)),
+        }
+    }
+
+    /// `durable` or `buffered`, as in `ACK_MODE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Durable => "durable",
+            Self::Buffered => "buffered",
+        }
+    }
+}
+
+impl fmt::Display for AckMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// When a commit returns (`DATABASE_SYNCHRONOUS`): SQLite's `synchronous` setting, in
+/// WAL mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// `full`: once the transaction is written to the WAL file and the file is fsynced.
+    /// A committed event survives the process being killed, the operating system
+    /// crashing and the machine losing power.
+    #[default]
+    Full,
+    /// `normal`: once the transaction is written to the WAL file; the file is fsynced
+    /// at checkpoints. A committed event survives the process being killed (`SIGKILL`,
+    /// the OOM killer, a crash); an operating system crash or a power loss may undo
+    /// the last commits. Commits are about twice as fast on a disk with a costly
+    /// fsync.
+    Normal,
+}
+
+impl Synchronous {
+    const EXPECTED: &str = "expected full or normal";
+
+    fn parse(raw: OsString) -> Result<Self, ConfigError> {
+        let text = text(ENV_DATABASE_SYNCHRONOUS, raw, Self::EXPECTED)?;
+        match text.trim() {
+            "full" => Ok(Self::Full),
+            "normal" => Ok(Self::Normal),
+            _ => Err(invalid(ENV_DATABASE_SYNCHRONOUS, &text, Self::EXPECTED)),
+        }
+    }
+
+    /// `full` or `normal`, as in `DATABASE_SYNCHRONOUS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Normal => "normal",
+        }
+    }
+}
+
+impl fmt::Display for Synchronous {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn invalid(variable: &'static str, value: &str, expected: &'static str) -> ConfigError {
@@ -331,6 +542,12 @@ mod tests {
         assert_eq!(config.database_path, PathBuf::from("telemetry.db"));
         assert_eq!(config.flush_interval, Duration::from_millis(200));
         assert_eq!(config.redis, None);
+        assert_eq!(config.ack_mode, AckMode::Durable);
+        assert_eq!(config.buffer_capacity, 10_000);
+        assert_eq!(config.commit_batch, 1_000);
+        assert_eq!(config.commit_window, Duration::ZERO);
+        assert_eq!(config.busy_timeout, Duration::from_secs(5));
+        assert_eq!(config.synchronous, Synchronous::Full);
         assert_eq!(config.shutdown, ShutdownConfig::new());
     }
 
@@ -359,6 +576,43 @@ mod tests {
         assert_eq!(
             with("SHUTDOWN_TIMEOUT", "2.5").map(|c| c.shutdown.drain_timeout()),
             Ok(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            with(ENV_ACK_MODE, " buffered ").map(|c| c.ack_mode),
+            Ok(AckMode::Buffered)
+        );
+        assert_eq!(
+            with(ENV_ACK_MODE, "durable").map(|c| c.ack_mode),
+            Ok(AckMode::Durable)
+        );
+        assert_eq!(
+            with(ENV_BUFFER_CAPACITY, "1").map(|c| c.buffer_capacity),
+            Ok(1)
+        );
+        assert_eq!(
+            with(ENV_BUFFER_CAPACITY, "1000000").map(|c| c.buffer_capacity),
+            Ok(MAX_BUFFER_CAPACITY)
+        );
+        assert_eq!(with(ENV_COMMIT_BATCH, "1").map(|c| c.commit_batch), Ok(1));
+        assert_eq!(
+            with(ENV_COMMIT_WINDOW_MS, "0").map(|c| c.commit_window),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            with(ENV_COMMIT_WINDOW_MS, "1000").map(|c| c.commit_window),
+            Ok(MAX_COMMIT_WINDOW)
+        );
+        assert_eq!(
+            with(ENV_DATABASE_BUSY_TIMEOUT_MS, "250").map(|c| c.busy_timeout),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            with(ENV_DATABASE_SYNCHRONOUS, "normal").map(|c| c.synchronous),
+            Ok(Synchronous::Normal)
+        );
+        assert_eq!(
+            with(ENV_DATABASE_SYNCHRONOUS, "full").map(|c| c.synchronous),
+            Ok(Synchronous::Full)
         );
     }
 
@@ -421,6 +675,76 @@ mod tests {
                 r#"REDIS_URL="http://localhost:6379": expected redis://host:port, e.g. redis://127.0.0.1:6379"#,
             ),
             (
+                ENV_ACK_MODE,
+                "fast",
+                r#"ACK_MODE="fast": expected durable or buffered"#,
+            ),
+            (
+                ENV_ACK_MODE,
+                "",
+                r#"ACK_MODE="": expected durable or buffered"#,
+            ),
+            (
+                ENV_ACK_MODE,
+                "Durable",
+                r#"ACK_MODE="Durable": expected durable or buffered"#,
+            ),
+            (
+                ENV_BUFFER_CAPACITY,
+                "0",
+                r#"BUFFER_CAPACITY="0": expected a number of events from 1 to 1000000, e.g. 10000"#,
+            ),
+            (
+                ENV_BUFFER_CAPACITY,
+                "1000001",
+                r#"BUFFER_CAPACITY="1000001": expected a number of events from 1 to 1000000, e.g. 10000"#,
+            ),
+            (
+                ENV_BUFFER_CAPACITY,
+                "-1",
+                r#"BUFFER_CAPACITY="-1": expected a number of events from 1 to 1000000, e.g. 10000"#,
+            ),
+            (
+                ENV_BUFFER_CAPACITY,
+                "1e3",
+                r#"BUFFER_CAPACITY="1e3": expected a number of events from 1 to 1000000, e.g. 10000"#,
+            ),
+            (
+                ENV_COMMIT_BATCH,
+                "0",
+                r#"COMMIT_BATCH="0": expected a number of events from 1 to 100000, e.g. 1000"#,
+            ),
+            (
+                ENV_COMMIT_BATCH,
+                "99999999999999999999999",
+                r#"COMMIT_BATCH="99999999999999999999999": expected a number of events from 1 to 100000, e.g. 1000"#,
+            ),
+            (
+                ENV_COMMIT_WINDOW_MS,
+                "1001",
+                r#"COMMIT_WINDOW_MS="1001": expected milliseconds from 0 to 1000, e.g. 2"#,
+            ),
+            (
+                ENV_COMMIT_WINDOW_MS,
+                "2.5",
+                r#"COMMIT_WINDOW_MS="2.5": expected milliseconds from 0 to 1000, e.g. 2"#,
+            ),
+            (
+                ENV_DATABASE_BUSY_TIMEOUT_MS,
+                "",
+                r#"DATABASE_BUSY_TIMEOUT_MS="": expected milliseconds from 0 to 3600000, e.g. 5000"#,
+            ),
+            (
+                ENV_DATABASE_BUSY_TIMEOUT_MS,
+                "3600001",
+                r#"DATABASE_BUSY_TIMEOUT_MS="3600001": expected milliseconds from 0 to 3600000, e.g. 5000"#,
+            ),
+            (
+                ENV_DATABASE_SYNCHRONOUS,
+                "off",
+                r#"DATABASE_SYNCHRONOUS="off": expected full or normal"#,
+            ),
+            (
                 "SHUTDOWN_TIMEOUT",
                 "abc",
                 r#"SHUTDOWN_TIMEOUT="abc": expected seconds, e.g. 30 or 2.5"#,
@@ -466,7 +790,17 @@ mod tests {
     #[test]
     fn non_utf8_values_are_errors() {
         use std::os::unix::ffi::OsStringExt;
-        for variable in [ENV_BIND_ADDR, ENV_FLUSH_INTERVAL_MS, ENV_REDIS_URL] {
+        for variable in [
+            ENV_BIND_ADDR,
+            ENV_FLUSH_INTERVAL_MS,
+            ENV_REDIS_URL,
+            ENV_ACK_MODE,
+            ENV_BUFFER_CAPACITY,
+            ENV_COMMIT_BATCH,
+            ENV_COMMIT_WINDOW_MS,
+            ENV_DATABASE_BUSY_TIMEOUT_MS,
+            ENV_DATABASE_SYNCHRONOUS,
+        ] {
             let raw = OsString::from_vec(vec![b'1', 0xff]);
             let err = Config::from_lookup(|name| (name == variable).then(|| raw.clone()))
                 .expect_err(variable);

@@ -124,8 +124,8 @@ impl fmt::Display for InvalidEvent {
 impl Error for InvalidEvent {}
 
 /// An accepted event with the time it was received: a row of the `telemetry` table,
-/// and the JSON of `GET /telemetry/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// the JSON of `GET /telemetry/{id}`, and a line of a spill file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// The event's id.
     pub id: String,

@@ -3,13 +3,24 @@
 
 use metrics::{Unit, describe_counter, describe_gauge};
 
-/// Events accepted into the write-behind buffer (answered `202`), duplicates excluded.
+/// Events acknowledged with `202` as new (duplicates excluded): once committed with
+/// `ACK_MODE=durable`, once buffered with `ACK_MODE=buffered`.
 pub const EVENTS_ACCEPTED: &str = "telemetry_events_accepted_total";
-/// Events written to SQLite by a flush (`INSERT OR IGNORE`: rows new to the table).
+/// Events written to SQLite (`INSERT OR IGNORE`: rows new to the table), by a commit,
+/// a flush or the replay of a spill file.
 pub const EVENTS_STORED: &str = "telemetry_events_stored_total";
-/// Events accepted but not yet committed to SQLite.
+/// Events accepted but not yet committed to SQLite (buffered, or waiting for their
+/// transaction): at most `BUFFER_CAPACITY`.
 pub const EVENTS_BUFFERED: &str = "telemetry_events_buffered";
-/// Flushes that failed (their events stay buffered and are retried).
+/// Events answered `503` + `Retry-After`, labelled `reason`: `full` (the bound of
+/// events not yet committed is reached), `failed` (their transaction failed) or
+/// `closed` (the database is closing).
+pub const EVENTS_REFUSED: &str = "telemetry_events_refused_total";
+/// Transactions committed by the writer of `ACK_MODE=durable` (events stored divided
+/// by this is the mean group size).
+pub const COMMITS: &str = "telemetry_commits_total";
+/// Commits and flushes that failed (with `ACK_MODE=buffered` their events stay
+/// buffered and are retried; with `durable` they are answered `503`).
 pub const FLUSH_FAILURES: &str = "telemetry_flush_failures_total";
 /// Events published to Redis.
 pub const REDIS_PUBLISHED: &str = "telemetry_redis_published_total";
@@ -22,7 +33,7 @@ pub fn describe_metrics() {
     describe_counter!(
         EVENTS_ACCEPTED,
         Unit::Count,
-        "Events accepted into the write-behind buffer"
+        "Events acknowledged with 202 (committed, or buffered with ACK_MODE=buffered)"
     );
     describe_counter!(EVENTS_STORED, Unit::Count, "Events written to SQLite");
     describe_gauge!(
@@ -31,9 +42,15 @@ pub fn describe_metrics() {
         "Events accepted but not yet committed to SQLite"
     );
     describe_counter!(
+        EVENTS_REFUSED,
+        Unit::Count,
+        "Events answered 503 + Retry-After, by reason: full, failed, closed"
+    );
+    describe_counter!(COMMITS, Unit::Count, "Transactions of the durable writer");
+    describe_counter!(
         FLUSH_FAILURES,
         Unit::Count,
-        "Flushes of the write-behind buffer that failed"
+        "Commits and flushes that failed"
     );
     describe_counter!(REDIS_PUBLISHED, Unit::Count, "Events published to Redis");
     describe_counter!(REDIS_FAILED, Unit::Count, "Events not published to Redis");

@@ -60,9 +60,14 @@ impl Reply {
 
     /// `503` with `Retry-After`: the database is closing.
     pub fn unavailable(retry_after_secs: u64) -> Self {
+        Self::retry_later(retry_after_secs, "shutting down, retry later")
+    }
+
+    /// `503` with `Retry-After` and `{"error": message}`.
+    pub fn retry_later(retry_after_secs: u64, message: &str) -> Self {
         Self {
             retry_after_secs: Some(retry_after_secs),
-            ..Self::error(503, "shutting down, retry later")
+            ..Self::error(503, message)
         }
     }
 }

@@ -1,4 +1,4 @@
-//! [`Store`]: the SQLite table the write-behind buffer is flushed into.
+//! [`Store`]: the SQLite table events are committed to.
 //!
 //! rusqlite is blocking: [`Telemetry`](crate::Telemetry) calls the store only from
 //! `tokio::task::spawn_blocking`, never on the async workers.
@@ -6,10 +6,12 @@
 use std::error::Error;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::config::{DEFAULT_BUSY_TIMEOUT, Synchronous};
 use crate::event::Record;
 
 /// The schema, created when the database is opened.
@@ -20,10 +22,16 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS telemetry (
     received_at INTEGER NOT NULL
 )";
 
-/// How long a statement waits for a lock held by another connection to the same file.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// A connection to the telemetry database.
+///
+/// The database is in WAL mode. With [`Synchronous::Full`] (the default) a committed
+/// transaction is on disk (its WAL frames fsynced) when
+/// [`insert_batch`](Self::insert_batch) returns, so it survives the process being
+/// killed and the machine losing power; with [`Synchronous::Normal`] it is written to
+/// the WAL file, which survives the process being killed. Readers do not block the
+/// writer, and several processes may write to the same file (during an in-place
+/// restart, say): a write waits up to the busy timeout for another connection's lock,
+/// then fails with `SQLITE_BUSY`.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
@@ -32,17 +40,44 @@ pub struct Store {
 
 impl Store {
     /// Opens (and creates, if missing) the database at `path`, and the `telemetry`
-    /// table in it.
+    /// table in it, with the default busy timeout (5 s) and [`Synchronous::Full`].
     ///
     /// # Errors
     ///
     /// [`StoreError`] naming the file when it cannot be opened or the table cannot be
     /// created.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, DEFAULT_BUSY_TIMEOUT, Synchronous::Full)
+    }
+
+    /// Like [`open`](Self::open): a write waits up to `busy_timeout` for a lock held by
+    /// another connection to the same file, and a commit returns as `synchronous`
+    /// says.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        busy_timeout: Duration,
+        synchronous: Synchronous,
+    ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_owned();
         let error = |source| StoreError::sqlite("opening", &path, source);
         let conn = Connection::open(&path).map_err(error)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
+        conn.busy_timeout(busy_timeout).map_err(error)?;
+        // WAL is a property of the file: set once, kept by every later connection. On
+        // a file system without shared memory SQLite keeps its rollback journal, which
+        // is as durable, only slower.
+        let _mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(error)?;
+        let synchronous = match synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
+            .map_err(error)?;
         conn.execute_batch(SCHEMA).map_err(error)?;
         Ok(Self { conn, path })
     }
@@ -53,16 +88,28 @@ impl Store {
     }
 
     /// Inserts `records` in one transaction with `INSERT OR IGNORE`: an id already
-    /// stored keeps its first row. Returns how many rows were new. All or nothing: on
-    /// an error no row of the batch is stored.
+    /// stored (or earlier in `records`) keeps its first row. Returns, for each record,
+    /// whether its row is new. All or nothing: on an error no row of the batch is
+    /// stored; once it returns `Ok`, every row is committed and on disk.
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when SQLite fails (disk full, file removed, locked too long).
-    pub fn insert_batch(&mut self, records: &[Record]) -> Result<usize, StoreError> {
+    /// [`StoreError`] when SQLite fails (disk full, file removed, read-only, locked by
+    /// another connection for longer than the busy timeout).
+    pub fn insert_batch(&mut self, records: &[Record]) -> Result<Vec<bool>, StoreError> {
         let error = |source| StoreError::sqlite("writing to", &self.path, source);
-        let tx = self.conn.transaction().map_err(error)?;
-        let mut inserted = 0;
+        // IMMEDIATE takes the write lock at `BEGIN`, where the busy timeout applies.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(error)?;
+        // In key order, each index page is visited once per batch instead of once per
+        // row: a large batch in arrival (or hash) order touches more pages than
+        // SQLite's cache holds. The sort is stable: of two rows with one id, the first
+        // is still inserted first and kept.
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by(|&a, &b| records[a].id.cmp(&records[b].id));
+        let mut inserted = vec![false; records.len()];
         {
             let mut insert = tx
                 .prepare_cached(
@@ -70,8 +117,9 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(error)?;
-            for record in records {
-                inserted += insert
+            for index in order {
+                let record = &records[index];
+                let rows = insert
                     .execute(params![
                         record.id,
                         record.satellite,
@@ -79,6 +127,7 @@ impl Store {
                         record.received_at
                     ])
                     .map_err(error)?;
+                inserted[index] = rows > 0;
             }
         }
         tx.commit().map_err(error)?;
@@ -134,6 +183,83 @@ impl Store {
     }
 }
 
+/// The store shared by the writer, the flusher, the readers and the `database` cleanup:
+/// every operation runs on a blocking thread (`spawn_blocking`), one at a time; `None`
+/// once closed. A cheap [`Clone`].
+#[derive(Debug, Clone)]
+pub(crate) struct SharedStore(Arc<Mutex<Option<Store>>>);
+
+impl SharedStore {
+    pub(crate) fn new(store: Store) -> Self {
+        Self(Arc::new(Mutex::new(Some(store))))
+    }
+
+    fn lock(store: &Mutex<Option<Store>>) -> MutexGuard<'_, Option<Store>> {
+        // A panic inside SQLite calls leaves the connection usable or closed, never half
+        // updated in Rust terms.
+        store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `work` on the store, on a blocking thread.
+    ///
+    /// # Errors
+    ///
+    /// `work`'s error; [`StoreError::Closed`] once [`close`](Self::close) has run.
+    pub(crate) async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = Arc::clone(&self.0);
+        blocking(move || match Self::lock(&store).as_mut() {
+            Some(store) => work(store),
+            None => Err(StoreError::Closed),
+        })
+        .await
+    }
+
+    /// Runs `work` on the store on this thread, which may block: call it only from a
+    /// thread of its own (the durable writer's).
+    ///
+    /// # Errors
+    ///
+    /// `work`'s error; [`StoreError::Closed`] once [`close`](Self::close) has run.
+    pub(crate) fn run_here<T>(
+        &self,
+        work: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match Self::lock(&self.0).as_mut() {
+            Some(store) => work(store),
+            None => Err(StoreError::Closed),
+        }
+    }
+
+    /// Closes the connection (after the operation under way, if any). Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// The error of closing.
+    pub(crate) async fn close(&self) -> Result<(), StoreError> {
+        let store = Arc::clone(&self.0);
+        blocking(move || match Self::lock(&store).take() {
+            Some(store) => store.close(),
+            None => Ok(()),
+        })
+        .await
+    }
+}
+
+/// Runs `work` on tokio's blocking threads.
+pub(crate) async fn blocking<T, F>(work: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join| StoreError::Task(join.to_string()))?
+}
+
 /// A database operation failed, or the database is already closed.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -151,12 +277,16 @@ pub enum StoreError {
     Closed,
     /// The blocking task running the operation panicked or was cancelled.
     Task(String),
-    /// The last flush before closing failed: acknowledged events were not written.
+    /// The last flush before closing failed: acknowledged events were not written to
+    /// the database.
     Unflushed {
-        /// How many acknowledged events are still only in memory.
+        /// How many acknowledged events were not written.
         events: usize,
         /// Why the flush failed.
         source: Box<StoreError>,
+        /// Where they were spilled (replayed at the next start), or why that failed too
+        /// (then they are lost).
+        spill: Result<PathBuf, String>,
     },
 }
 
@@ -180,9 +310,24 @@ impl fmt::Display for StoreError {
             } => write!(f, "{operation} the database {}: {source}", path.display()),
             Self::Closed => f.write_str("the database is closed"),
             Self::Task(message) => write!(f, "the database task failed: {message}"),
-            Self::Unflushed { events, source } => write!(
+            Self::Unflushed {
+                events,
+                source,
+                spill: Ok(path),
+            } => write!(
                 f,
-                "{events} acknowledged events could not be written: {source}"
+                "{events} acknowledged events could not be written to the database ({source}); \
+                 spilled to {}, to be replayed at the next start",
+                path.display()
+            ),
+            Self::Unflushed {
+                events,
+                source,
+                spill: Err(spill),
+            } => write!(
+                f,
+                "{events} acknowledged events could not be written: {source}; \
+                 spilling them failed too: {spill}"
             ),
         }
     }
@@ -218,8 +363,12 @@ pub(crate) mod tests {
         }
 
         fn remove(&self) {
-            let _ = std::fs::remove_file(&self.0);
-            let _ = std::fs::remove_file(self.0.with_extension("db-journal"));
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+            for spill in crate::spill::files(&self.0).unwrap_or_default() {
+                let _ = std::fs::remove_file(spill);
+            }
         }
     }
 
@@ -248,13 +397,13 @@ pub(crate) mod tests {
             store
                 .insert_batch(&[record("a", 1.0), record("b", 2.0), record("a", 3.0)])
                 .expect("insert"),
-            2
+            [true, true, false]
         );
         assert_eq!(
             store
                 .insert_batch(&[record("b", 4.0), record("c", 5.0)])
                 .expect("insert"),
-            1
+            [false, true]
         );
         assert_eq!(store.count().expect("count"), 3);
         assert_eq!(store.get("a").expect("get"), Some(record("a", 1.0)));
@@ -273,6 +422,59 @@ pub(crate) mod tests {
         let store = Store::open(&db.0).expect("reopen");
         assert_eq!(store.get("kept").expect("get"), Some(record("kept", 9.5)));
         assert_eq!(store.path(), db.0.as_path());
+    }
+
+    #[test]
+    fn the_database_is_in_wal_mode_and_a_batch_waits_out_a_short_lock() {
+        let db = TempDb::new("wal");
+        let mut store =
+            Store::open_with(&db.0, Duration::from_secs(10), Synchronous::Full).expect("open");
+        let other = Connection::open(&db.0).expect("second connection");
+        let mode: String = other
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .expect("journal mode");
+        assert_eq!(mode, "wal");
+        let synchronous: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .expect("synchronous");
+        assert_eq!(synchronous, 2, "FULL");
+
+        other.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            other.execute_batch("COMMIT").expect("unlock");
+        });
+        assert_eq!(
+            store.insert_batch(&[record("a", 1.0)]).expect("waited"),
+            [true]
+        );
+        release.join().expect("unlocking thread");
+    }
+
+    #[test]
+    fn a_batch_locked_out_past_the_busy_timeout_fails_and_stores_nothing() {
+        let db = TempDb::new("busy");
+        let mut store =
+            Store::open_with(&db.0, Duration::from_millis(50), Synchronous::Normal).expect("open");
+        let synchronous: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .expect("synchronous");
+        assert_eq!(synchronous, 1, "NORMAL");
+        let other = Connection::open(&db.0).expect("second connection");
+        other.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        let err = store
+            .insert_batch(&[record("a", 1.0), record("b", 2.0)])
+            .expect_err("locked");
+        assert!(err.to_string().contains("writing to the database"), "{err}");
+        assert!(err.to_string().contains("locked"), "{err}");
+        other.execute_batch("COMMIT").expect("unlock");
+        assert_eq!(store.count().expect("count"), 0);
+        assert_eq!(
+            store.insert_batch(&[record("b", 2.0)]).expect("unlocked"),
+            [true]
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ async fn main() {
 #[handler]
 async fn ingest(Data(telemetry): Data<&Telemetry>, body: Body) -> Response {
     match body.into_bytes_limit(READ_LIMIT).await {
-        Ok(body) => respond(telemetry.ingest(&body)),
+        Ok(body) => respond(telemetry.ingest(&body).await),
         Err(ReadBodyError::PayloadTooLarge) => respond(Reply::too_large()),
         Err(error) => respond(Reply::error(400, &error.to_string())),
     }
