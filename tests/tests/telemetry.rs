@@ -81,6 +81,43 @@ impl TempDb {
         for suffix in ["", "-journal", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
         }
+        for spill in self.spill_files() {
+            let _ = std::fs::remove_file(spill);
+        }
+    }
+
+    /// The spill files beside the database: `<db>.spill`, `<db>.<n>.spill`.
+    fn spill_files(&self) -> Vec<PathBuf> {
+        let dir = self.0.parent().expect("a directory");
+        let name = self
+            .0
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a UTF-8 file name");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.path())
+                    .filter(|path| {
+                        path.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with(name) && n.ends_with(".spill"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// Takes the database's write lock from another connection, as another process
+    /// would; held until [`DbLock::release`] or drop.
+    fn lock(&self) -> DbLock {
+        let conn = rusqlite::Connection::open(&self.0).expect("open the demo's database");
+        conn.execute_batch("BEGIN EXCLUSIVE")
+            .expect("lock the demo's database");
+        DbLock(conn)
     }
 
     /// Every stored id, read after the service has exited.
@@ -105,6 +142,17 @@ impl TempDb {
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )
         .ok()
+    }
+}
+
+/// Another connection holding a database's write lock.
+struct DbLock(rusqlite::Connection);
+
+impl DbLock {
+    fn release(self) {
+        self.0
+            .execute_batch("COMMIT")
+            .expect("unlock the demo's database");
     }
 }
 
@@ -354,17 +402,31 @@ fn writer(addr: SocketAddr, index: usize, stop: &AtomicBool) -> Vec<Outcome> {
 ///   closed listener, which is expected then, and is only counted;
 /// - the slow request gets its `200`, and the exit code is 0.
 ///
-/// The flush period is longer than the test, so every acknowledged event is written by
-/// the flusher's last flush, after the drain and before the database is closed (the
-/// log line `write-behind buffer flushed after the drain events=N` is checked).
+/// With `ACK_MODE=buffered` the flush period is longer than the test, so every
+/// acknowledged event is written by the flusher's last flush, after the drain and
+/// before the database is closed (the log line `write-behind buffer flushed after the
+/// drain events=N` is checked). With `durable`, every one is committed before its
+/// `202`.
 fn zero_loss_under_load(demo: Demo) {
-    let db = TempDb::new(demo, "zero-loss");
+    zero_loss_under_load_in(demo, "buffered");
+}
+
+fn zero_loss_under_load_durable(demo: Demo) {
+    zero_loss_under_load_in(demo, "durable");
+}
+
+fn zero_loss_under_load_in(demo: Demo, ack_mode: &str) {
+    let db = TempDb::new(demo, &format!("zero-loss-{ack_mode}"));
     // No periodic flush during the test: every acknowledged event is still only in
     // memory when the drain ends, so that only the flush after the drain can store it.
     let mut service = Service::start(
         demo,
         &db,
-        &[("SHUTDOWN_TIMEOUT", "30"), ("FLUSH_INTERVAL_MS", "600000")],
+        &[
+            ("SHUTDOWN_TIMEOUT", "30"),
+            ("FLUSH_INTERVAL_MS", "600000"),
+            ("ACK_MODE", ack_mode),
+        ],
     );
     let addr = service.addr;
     let slow = get_in_background(addr, &format!("/slow?ms={SLOW_MS}"));
@@ -388,7 +450,8 @@ fn zero_loss_under_load(demo: Demo) {
     let code = service.exit_code();
     let drain_ended = log_time(&service.log_line("all requests completed"));
     let report = service.report();
-    let final_flush = service.log_line("write-behind buffer flushed after the drain");
+    let final_flush = (ack_mode == "buffered")
+        .then(|| service.log_line("write-behind buffer flushed after the drain"));
     let stored = db.ids();
 
     let mut acknowledged = HashSet::new();
@@ -452,7 +515,7 @@ fn zero_loss_under_load(demo: Demo) {
         .filter(|id| !acknowledged.contains(*id) && !lost_ids.contains(*id))
         .collect();
     println!(
-        "zero loss, {}: {} requests ({before_signal} answered before SIGTERM): {} acknowledged (202), \
+        "zero loss, {} ({ack_mode}): {} requests ({before_signal} answered before SIGTERM): {} acknowledged (202), \
          {} rejected (503 + Retry-After), {} failures (refused, reset or unanswered during the \
          drain), {late} failed after the drain ended (listener closed); {} stored; {} acknowledged but missing; exit {code}",
         demo.binary,
@@ -486,11 +549,13 @@ fn zero_loss_under_load(demo: Demo) {
     assert_eq!(code, 0, "{}", service.output());
     assert_eq!(slow.status(), 200, "{}", service.output());
     assert_eq!(field(&report, "interrupted"), "0", "{report}");
-    assert_eq!(
-        field(&final_flush, "events"),
-        acknowledged.len().to_string(),
-        "the flush after the drain wrote every acknowledged event: {final_flush}"
-    );
+    if let Some(final_flush) = final_flush {
+        assert_eq!(
+            field(&final_flush, "events"),
+            acknowledged.len().to_string(),
+            "the flush after the drain wrote every acknowledged event: {final_flush}"
+        );
+    }
     assert!(
         before_signal > 0 && !rejected.is_empty(),
         "the load must span the signal: {before_signal} requests before it, {} rejected",
@@ -746,6 +811,11 @@ fn bad_configuration_exits_2_naming_the_variable(demo: Demo) {
         ("BIND_ADDR", "not-an-address"),
         ("BIND_ADDR", "127.0.0.1:99999"),
         ("REDIS_URL", "http://localhost:6379"),
+        ("ACK_MODE", "fast"),
+        ("BUFFER_CAPACITY", "0"),
+        ("COMMIT_BATCH", "abc"),
+        ("COMMIT_WINDOW_MS", "5000"),
+        ("DATABASE_BUSY_TIMEOUT_MS", "-1"),
     ];
     for (variable, value) in cases {
         let mut child = Child::spawn(
@@ -869,6 +939,326 @@ fn fake_redis() -> (String, mpsc::Receiver<Vec<String>>) {
     (url, rx)
 }
 
+// ----- durability: faults that are not a graceful shutdown -----------------------------
+
+/// How long the write load runs before the SIGKILL.
+const LOAD_BEFORE_KILL: Duration = Duration::from_millis(1_000);
+
+/// Starts [`WRITERS`] writer threads on `addr`; stop them with `stop`.
+fn start_writers(
+    addr: SocketAddr,
+    stop: &Arc<AtomicBool>,
+) -> Vec<thread::JoinHandle<Vec<Outcome>>> {
+    (0..WRITERS)
+        .map(|index| {
+            let stop = Arc::clone(stop);
+            thread::spawn(move || writer(addr, index, &stop))
+        })
+        .collect()
+}
+
+/// `POST /telemetry` of `id` on a thread of its own; its status.
+fn post_in_background(addr: SocketAddr, id: &str) -> thread::JoinHandle<std::io::Result<u16>> {
+    let body = event(id);
+    thread::spawn(move || {
+        Conn::open(addr)
+            .and_then(|mut conn| conn.request("POST", "/telemetry", &body))
+            .map(|response| response.status())
+    })
+}
+
+impl Service {
+    /// Waits until `/metrics` has the line `line`.
+    fn wait_for_metric(&self, line: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let metrics = self.get("/metrics").text();
+            if metrics.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {line:?} in /metrics:\n{metrics}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `ACK_MODE=durable` (the default): under concurrent write load on loopback, SIGKILL
+/// (what the kubelet sends when the grace period runs out, and what the OOM killer
+/// sends without warning). Afterwards every id answered `202` is in SQLite; an id
+/// stored without a `202` can only be one whose request got no response (in flight at
+/// the kill).
+fn sigkill_under_write_load_loses_no_acknowledged_write(demo: Demo) {
+    let db = TempDb::new(demo, "sigkill");
+    let mut service = Service::start(demo, &db, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(service.addr, &stop);
+    thread::sleep(LOAD_BEFORE_KILL);
+    service.signal(Signal::SIGKILL);
+    let status = service.child.wait(WAIT);
+    stop.store(true, Ordering::Relaxed);
+    let outcomes: Vec<Outcome> = writers.into_iter().flat_map(join).collect();
+    assert_eq!(
+        status.signal(),
+        Some(Signal::SIGKILL as i32),
+        "{}",
+        service.output()
+    );
+
+    let mut acknowledged = HashSet::new();
+    let mut unanswered = HashSet::new();
+    let mut failures = Vec::new();
+    for outcome in &outcomes {
+        match outcome {
+            Outcome::Answered {
+                id, status: 202, ..
+            } => {
+                acknowledged.insert(id.clone());
+            }
+            Outcome::Answered { id, status, .. } => {
+                failures.push(format!("{id}: {status} while serving"));
+            }
+            Outcome::Lost { id, .. } => {
+                unanswered.insert(id.clone());
+            }
+            Outcome::ConnectFailed { .. } => {}
+        }
+    }
+    let stored = db.ids();
+    let missing: Vec<&String> = acknowledged.difference(&stored).collect();
+    let unexpected: Vec<&String> = stored
+        .iter()
+        .filter(|id| !acknowledged.contains(*id) && !unanswered.contains(*id))
+        .collect();
+    println!(
+        "SIGKILL under load, {}: {} acknowledged (202), {} unanswered at the kill, {} stored; {} acknowledged but missing",
+        demo.binary,
+        acknowledged.len(),
+        unanswered.len(),
+        stored.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged but not stored, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert!(
+        unexpected.is_empty(),
+        "{} stored but never sent, e.g. {:?}",
+        unexpected.len(),
+        &unexpected[..unexpected.len().min(10)]
+    );
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(
+        acknowledged.len() >= 100,
+        "the load must run before the kill: {} acknowledged",
+        acknowledged.len()
+    );
+}
+
+/// `ACK_MODE=buffered`: 20 events acknowledged, then another connection holds the
+/// database's lock across the whole shutdown (as another process would). The last
+/// flush fails, the events are spilled beside the database, the process exits 4
+/// naming how many and where; the next start replays them before it serves, and
+/// removes the spill file.
+fn a_database_locked_across_the_shutdown_loses_nothing_once_the_spill_is_replayed(demo: Demo) {
+    let db = TempDb::new(demo, "locked-shutdown");
+    let mut service = Service::start(
+        demo,
+        &db,
+        &[
+            ("ACK_MODE", "buffered"),
+            ("FLUSH_INTERVAL_MS", "600000"),
+            ("DATABASE_BUSY_TIMEOUT_MS", "200"),
+        ],
+    );
+    let ids: HashSet<String> = (0..20).map(|i| format!("locked-{i}")).collect();
+    for id in &ids {
+        assert_eq!(service.post_event(id).status(), 202);
+    }
+    let lock = db.lock();
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.exit_code(), 4, "{}", service.output());
+    let failed = service.log_line("cleanup task did not complete");
+    let spill = PathBuf::from(format!("{}.spill", db.path()));
+    assert!(
+        failed.contains("20 acknowledged events could not be written to the database"),
+        "{failed}"
+    );
+    assert!(
+        failed.contains(&format!("spilled to {}", spill.display())),
+        "{failed}"
+    );
+    assert_eq!(db.spill_files(), std::slice::from_ref(&spill));
+    lock.release();
+    assert!(db.ids().is_empty(), "not in the database yet");
+
+    let mut restarted = Service::start(demo, &db, &[]);
+    let replayed = restarted.log_line("spilled events replayed");
+    assert_eq!(field(&replayed, "events"), "20", "{replayed}");
+    assert!(db.spill_files().is_empty(), "removed once replayed");
+    assert_eq!(restarted.get("/telemetry/locked-7").status(), 200);
+    restarted.signal(Signal::SIGTERM);
+    assert_eq!(restarted.exit_code(), 0, "{}", restarted.output());
+    assert_eq!(db.ids(), ids);
+}
+
+/// `ACK_MODE=durable`, under write load: another connection holds the database's lock
+/// for a while mid-run. The commits that cannot get it answer `503` + `Retry-After`;
+/// once it is released, `202` again. Afterwards the stored ids are exactly the
+/// acknowledged ones: nothing answered `503` was stored, nothing answered `202` is
+/// missing.
+fn a_failed_commit_answers_503_and_acknowledges_nothing_that_is_not_stored(demo: Demo) {
+    let db = TempDb::new(demo, "commit-fails");
+    let mut service = Service::start(demo, &db, &[("DATABASE_BUSY_TIMEOUT_MS", "100")]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(service.addr, &stop);
+    thread::sleep(Duration::from_millis(300));
+    let lock = db.lock();
+    thread::sleep(Duration::from_millis(700));
+    lock.release();
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let outcomes: Vec<Outcome> = writers.into_iter().flat_map(join).collect();
+    let metrics = service.get("/metrics").text();
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.exit_code(), 0, "{}", service.output());
+
+    let mut acknowledged = HashSet::new();
+    let mut refused = HashSet::new();
+    let mut failures = Vec::new();
+    for outcome in &outcomes {
+        match outcome {
+            Outcome::Answered {
+                id, status: 202, ..
+            } => {
+                acknowledged.insert(id.clone());
+            }
+            Outcome::Answered {
+                id,
+                status: 503,
+                retry_after,
+                ..
+            } => {
+                refused.insert(id.clone());
+                if !retry_after {
+                    failures.push(format!("{id}: 503 without Retry-After"));
+                }
+            }
+            other => failures.push(format!("{other:?}")),
+        }
+    }
+    let stored = db.ids();
+    println!(
+        "commit failures, {}: {} acknowledged, {} refused (503), {} stored",
+        demo.binary,
+        acknowledged.len(),
+        refused.len(),
+        stored.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{:?}",
+        &failures[..failures.len().min(10)]
+    );
+    assert!(!refused.is_empty(), "the lock made commits fail");
+    assert!(!acknowledged.is_empty());
+    assert!(
+        metrics.contains(r#"telemetry_events_refused_total{reason="failed"}"#),
+        "{metrics}"
+    );
+    let stored_refused: Vec<&String> = refused.intersection(&stored).collect();
+    assert!(
+        stored_refused.is_empty(),
+        "answered 503 but stored: {stored_refused:?}"
+    );
+    let missing: Vec<&String> = acknowledged.difference(&stored).collect();
+    assert!(
+        missing.is_empty(),
+        "answered 202 but not stored: {missing:?}"
+    );
+    assert_eq!(stored.len(), acknowledged.len());
+}
+
+/// `BUFFER_CAPACITY=2` with the database locked. Durable: two events wait for their
+/// transaction, the third is answered `503` + `Retry-After: 1` at once; once the lock
+/// is released the two get `202` and the third is accepted when sent again. Buffered:
+/// two events are acknowledged, the flushes fail, the third is answered `503`; once the
+/// lock is released the flusher empties the buffer and the third is accepted. Nothing
+/// refused is stored, nothing acknowledged is missing.
+fn a_full_buffer_answers_503_with_retry_after(demo: Demo) {
+    let db = TempDb::new(demo, "full-durable");
+    let mut service = Service::start(
+        demo,
+        &db,
+        &[
+            ("BUFFER_CAPACITY", "2"),
+            ("DATABASE_BUSY_TIMEOUT_MS", "20000"),
+        ],
+    );
+    let lock = db.lock();
+    let waiting: Vec<_> = ["d-1", "d-2"]
+        .into_iter()
+        .map(|id| post_in_background(service.addr, id))
+        .collect();
+    service.wait_for_metric("telemetry_events_buffered 2");
+    let full = service.post_event("d-3");
+    assert_eq!(full.status(), 503, "{}", full.text());
+    assert_eq!(full.header("retry-after"), Some("1"));
+    assert!(full.text().contains("too many events"), "{}", full.text());
+    assert!(
+        db.ids().is_empty(),
+        "nothing committed while locked (a reader is not blocked in WAL mode)"
+    );
+    lock.release();
+    for post in waiting {
+        let status = join(post).unwrap_or_else(|e| {
+            panic!(
+                "POST: {e}
+{}",
+                service.output()
+            )
+        });
+        assert_eq!(status, 202);
+    }
+    assert_eq!(service.post_event("d-3").status(), 202, "room again");
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.exit_code(), 0, "{}", service.output());
+    let expected: HashSet<String> = ["d-1", "d-2", "d-3"].map(String::from).into();
+    assert_eq!(db.ids(), expected);
+
+    let db = TempDb::new(demo, "full-buffered");
+    let mut service = Service::start(
+        demo,
+        &db,
+        &[
+            ("ACK_MODE", "buffered"),
+            ("BUFFER_CAPACITY", "2"),
+            ("FLUSH_INTERVAL_MS", "50"),
+            ("DATABASE_BUSY_TIMEOUT_MS", "100"),
+        ],
+    );
+    let lock = db.lock();
+    assert_eq!(service.post_event("b-1").status(), 202);
+    assert_eq!(service.post_event("b-2").status(), 202);
+    let full = service.post_event("b-3");
+    assert_eq!(full.status(), 503, "{}", full.text());
+    assert_eq!(full.header("retry-after"), Some("1"));
+    service.log_line("flush failed; retrying at the next tick");
+    assert_eq!(service.post_event("b-3").status(), 503, "still full");
+    lock.release();
+    service.wait_for_metric("telemetry_events_buffered 0");
+    assert_eq!(service.post_event("b-3").status(), 202);
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.exit_code(), 0, "{}", service.output());
+    let expected: HashSet<String> = ["b-1", "b-2", "b-3"].map(String::from).into();
+    assert_eq!(db.ids(), expected);
+}
+
 /// Runs every scenario against each demo binary: one line per demo.
 macro_rules! telemetry_scenarios {
     ($($module:ident => $binary:literal),* $(,)?) => {$(
@@ -876,6 +1266,11 @@ macro_rules! telemetry_scenarios {
             const DEMO: super::Demo = super::Demo { binary: $binary };
             telemetry_scenarios!(@tests
                 zero_loss_under_load,
+                zero_loss_under_load_durable,
+                sigkill_under_write_load_loses_no_acknowledged_write,
+                a_database_locked_across_the_shutdown_loses_nothing_once_the_spill_is_replayed,
+                a_failed_commit_answers_503_and_acknowledges_nothing_that_is_not_stored,
+                a_full_buffer_answers_503_with_retry_after,
                 the_ingest_contract_and_a_restart,
                 a_slow_request_completes_while_new_ones_get_503,
                 a_stream_started_before_shutdown_is_delivered_whole,
