@@ -9,7 +9,9 @@
 //! - shutdown latency: SIGTERM to process exit of `telemetry-axum` (release build) with
 //!   nothing in flight, 20 runs;
 //! - end to end (`bench_e2e`): bare axum, axum + drain adapter, axum + `tokio-graceful`
-//!   under `wrk`, alternating, 3 rounds; and 10,000 requests in flight drained.
+//!   under `wrk`, alternating, 3 rounds; and 10,000 requests in flight drained;
+//! - writes (`bench_writes`): `POST /telemetry` throughput and p99 latency of the demo
+//!   by `ACK_MODE`: durable (group commit), buffered, one transaction per request.
 //!
 //! Nothing here is a test: the figures are reported, never asserted.
 
@@ -23,6 +25,20 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const SHUTDOWN_RUNS: usize = 20;
+
+/// `cargo xtask bench-writes`: only the write benchmark, printed.
+pub fn run_writes() -> ExitCode {
+    match crate::bench_writes::run() {
+        Ok(section) => {
+            println!("\n{section}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("bench-writes: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
 
 pub fn run() -> ExitCode {
     match bench() {
@@ -106,6 +122,7 @@ fn bench() -> Result<(), String> {
     let shutdown_row = shutdown_latency()?;
     let end_to_end = crate::bench_e2e::run()?;
     let scale = crate::bench_e2e::scale()?;
+    let writes = crate::bench_writes::run()?;
 
     let mut summary = String::new();
     let _ = writeln!(summary, "# Benchmark summary\n");
@@ -230,7 +247,7 @@ fn bench() -> Result<(), String> {
         summary,
         "## Latencies\n\n| measurement | median / p50 | p99 / max | target |\n|---|---|---|---|\n{drain_row}\n{shutdown_row}"
     );
-    let _ = writeln!(summary, "\n{end_to_end}\n\n{scale}");
+    let _ = writeln!(summary, "\n{end_to_end}\n\n{scale}\n\n{writes}");
     fs::write("docs/bench-summary.md", &summary)
         .map_err(|e| format!("docs/bench-summary.md: {e}"))?;
     include_in_performance_md(&summary)?;

@@ -7,11 +7,14 @@
 //!   toolchain with its `miri` component; without it, `ci` runs them under valgrind).
 //! - `valgrind`: the same tests under valgrind's memcheck.
 //! - `bench`: the benchmarks, summarised in `docs/bench-summary.md`.
+//! - `bench-writes`: only the demo's write benchmark by `ACK_MODE` (part of `bench`),
+//!   printed.
 //! - `rolling-restart`: two demo instances behind haproxy on loopback, restarted in
 //!   turn under load; 0 failed requests is the target (see `docs/deploy/README.md`).
 
 mod bench;
 mod bench_e2e;
+mod bench_writes;
 mod http;
 mod rolling_restart;
 
@@ -51,8 +54,11 @@ fn main() -> ExitCode {
         Some("valgrind") => vec![valgrind_step()],
         Some("rolling-restart") => return rolling_restart::run(&args[1..]),
         Some("bench") => return bench::run(),
+        Some("bench-writes") => return bench::run_writes(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|loom|miri|valgrind|bench|rolling-restart>");
+            eprintln!(
+                "usage: cargo xtask <ci|loom|miri|valgrind|bench|bench-writes|rolling-restart>"
+            );
             eprintln!(
                 "  ci    fmt, clippy, binaries, tests, doc tests, loom, miri, docs: what CI runs"
             );
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
             eprintln!("  miri  the request tracker's tests under miri (nightly toolchain)");
             eprintln!("  valgrind  the same tests under valgrind's memcheck");
             eprintln!("  bench  the benchmarks; writes docs/bench-summary.md");
+            eprintln!("  bench-writes  only the demo's write benchmark by ACK_MODE, printed");
             eprintln!("  rolling-restart [--bin telemetry-axum] [--path /slow?ms=5]");
             eprintln!("        two instances behind haproxy, restarted in turn under load");
             return ExitCode::from(2);
