@@ -320,12 +320,12 @@ fn notify_observer(tracker: &InFlight, event: Event) {
     let Some(observer) = tracker.read_mostly.observer.get() else {
         return;
     };
-    let call = AssertUnwindSafe(|| match event {
+    let panicked = contain(|| match event {
         Event::Started => observer.request_started(),
         Event::Finished => observer.request_finished(),
         Event::Rejected => observer.request_rejected(),
     });
-    if panic::catch_unwind(call).is_err()
+    if panicked
         && !tracker
             .read_mostly
             .observer_panicked
@@ -347,7 +347,22 @@ fn notify_observer(tracker: &InFlight, event: Event) {
 
 /// Logs a panic caught in the two functions above. The subscriber is user code too.
 fn log_caught(message: &'static str) {
-    let _ = panic::catch_unwind(|| tracing::error!("{message}"));
+    contain(|| tracing::error!("{message}"));
+}
+
+/// Runs `f`, catching a panic; `true` when it panicked. The panic's payload is user
+/// code as well: it is dropped inside a catch too, and forgotten if that drop panics
+/// (a leak, rather than an unwind out of a function that must not unwind).
+fn contain(f: impl FnOnce()) -> bool {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => false,
+        Err(payload) => {
+            if let Err(again) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                std::mem::forget(again);
+            }
+            true
+        }
+    }
 }
 
 /// What is left of a request's exit after [`InFlight::exit`]'s inline part.
@@ -382,26 +397,37 @@ unsafe extern "C" fn exit_rest(tracker: NonNull<InFlight>, rest: Rest) {
         Rest::Wake => Exit::Wake,
         Rest::Free => Exit::Free,
     };
-    let free = match outcome {
+    let last = match outcome {
         Exit::Done => false,
         Exit::Free => true,
         Exit::Wake => {
             // SAFETY: `WAKING` keeps the tracker alive until `finish_wake`.
             let this = unsafe { tracker.as_ref() };
             // A waker that panics must not keep `WAKING` set (the tracker would leak).
-            let woken = panic::catch_unwind(AssertUnwindSafe(|| this.drained.notify_waiters()));
-            if woken.is_err() {
+            if contain(|| this.drained.notify_waiters()) {
                 log_caught("a drain waiter's waker panicked");
             }
             this.state.finish_wake()
         }
     };
-    if free {
-        // SAFETY: nothing else holds the tracker, which `TrackerOwner::new` boxed.
-        let tracker = unsafe { Box::from_raw(tracker.as_ptr()) };
-        if panic::catch_unwind(AssertUnwindSafe(|| drop(tracker))).is_err() {
-            log_caught("the shutdown observer panicked when dropped");
-        }
+    if last {
+        // SAFETY: as for this function; this call held the tracker last.
+        unsafe { free(tracker) }
+    }
+}
+
+/// Frees the tracker. A panic in the observer's `Drop` (user code) is caught and
+/// logged: the last holder may be a guard dropped where nothing may unwind, or the last
+/// handle dropped while another panic unwinds.
+///
+/// # Safety
+///
+/// Nothing else holds the tracker, which [`TrackerOwner::new`] boxed.
+unsafe fn free(tracker: NonNull<InFlight>) {
+    // SAFETY: as above.
+    let tracker = unsafe { Box::from_raw(tracker.as_ptr()) };
+    if contain(move || drop(tracker)) {
+        log_caught("the shutdown observer panicked when dropped");
     }
 }
 

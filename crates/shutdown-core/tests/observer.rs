@@ -160,3 +160,86 @@ fn a_guard_that_frees_the_tracker_survives_an_observer_panicking_on_drop() {
     // an unwind would tear down the connection's task).
     drop(guard);
 }
+
+/// A panic payload that panics again when dropped.
+struct PanicsWhenDropped;
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        panic!("payload: dropped");
+    }
+}
+
+/// Panics with a [`PanicsWhenDropped`] payload in every request method and when
+/// dropped: a payload dropped outside a catch would unwind out of the tracker's
+/// non-unwinding functions, which aborts the process.
+struct PanicsWithBadPayload;
+
+impl ShutdownObserver for PanicsWithBadPayload {
+    fn request_started(&self) {
+        std::panic::panic_any(PanicsWhenDropped);
+    }
+    fn request_finished(&self) {
+        std::panic::panic_any(PanicsWhenDropped);
+    }
+    fn request_rejected(&self) {
+        std::panic::panic_any(PanicsWhenDropped);
+    }
+}
+
+impl Drop for PanicsWithBadPayload {
+    fn drop(&mut self) {
+        std::panic::panic_any(PanicsWhenDropped);
+    }
+}
+
+/// Runs `scenario` in a child process (this test binary, filtered to `test`), so that
+/// an abort fails the test instead of ending every test of the binary.
+fn in_child_process(test: &str, scenario: fn()) {
+    const CHILD: &str = "SHUTDOWN_CORE_TEST_CHILD";
+    if std::env::var_os(CHILD).is_some_and(|name| name == test) {
+        scenario();
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let output = std::process::Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, test)
+        .output()
+        .expect("run the test binary again");
+    assert!(
+        output.status.success(),
+        "the scenario ended with {}:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_panic_payload_that_panics_when_dropped_does_not_abort() {
+    in_child_process(
+        "a_panic_payload_that_panics_when_dropped_does_not_abort",
+        || {
+            // The guard frees the tracker.
+            let shutdown = Shutdown::default().with_observer(PanicsWithBadPayload);
+            let guard = shutdown.try_enter().expect("admitted");
+            drop(shutdown.try_enter().expect("admitted"));
+            drop(shutdown);
+            drop(guard);
+            // A rejection, then the guard frees the tracker while draining.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            let shutdown = Shutdown::default().with_observer(PanicsWithBadPayload);
+            let guard = shutdown.try_enter().expect("admitted");
+            shutdown.request_shutdown("test");
+            runtime.block_on(shutdown.drain());
+            assert!(shutdown.try_enter().is_none());
+            assert_eq!(shutdown.rejected(), 1);
+            drop(shutdown);
+            drop(guard);
+        },
+    );
+}
