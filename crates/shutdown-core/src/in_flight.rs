@@ -489,7 +489,7 @@ impl Drop for TrackerOwner {
     fn drop(&mut self) {
         if self.state.release_owner() {
             // SAFETY: nothing else holds the tracker, which `new` boxed.
-            drop(unsafe { Box::from_raw(self.tracker.as_ptr()) });
+            unsafe { free(self.tracker) }
         }
     }
 }
