@@ -103,6 +103,9 @@ struct Inner {
     requests: CancellationToken,
     tasks: TaskTracker,
     cleanups: Mutex<Vec<CleanupTask>>,
+    /// When the drain began, and the requests in flight then: recorded once, so that
+    /// a drain dropped and called again keeps its deadline.
+    drain_began: OnceLock<(Instant, usize)>,
     drain: OnceCell<DrainSummary>,
     report: OnceCell<ShutdownReport>,
 }
@@ -130,6 +133,7 @@ impl Shutdown {
                 requests,
                 tasks: TaskTracker::new(),
                 cleanups: Mutex::new(Vec::new()),
+                drain_began: OnceLock::new(),
                 drain: OnceCell::new(),
                 report: OnceCell::new(),
             }),
@@ -423,7 +427,8 @@ impl Shutdown {
     /// with its deadline. Returns once no request is in flight or the deadline passed.
     ///
     /// The drain runs once: every caller, concurrent or later, gets the same summary.
-    /// Cancel-safe: if the future is dropped, the next caller starts where it stood.
+    /// Cancel-safe: the deadline is fixed when the drain begins, and if the future is
+    /// dropped, the next call continues the same drain, up to the same deadline.
     pub async fn drain(&self) -> DrainSummary {
         self.inner
             .drain
@@ -461,17 +466,21 @@ impl Shutdown {
             );
             tokio::time::sleep_until(triggered_at + delay).await;
         }
-        let pre_stop_delay = triggered_at.elapsed();
-
-        let drain_started = Instant::now();
-        let in_flight_at_drain = self.inner.in_flight.begin_drain();
-        self.set_phase(Phase::Draining);
         let timeout = config.drain_timeout();
-        info!(
-            in_flight = in_flight_at_drain,
-            timeout_ms = millis(timeout),
-            "draining in-flight requests"
-        );
+        let mut first = false;
+        let &(drain_started, in_flight_at_drain) = self.inner.drain_began.get_or_init(|| {
+            first = true;
+            (Instant::now(), self.inner.in_flight.begin_drain())
+        });
+        if first {
+            self.set_phase(Phase::Draining);
+            info!(
+                in_flight = in_flight_at_drain,
+                timeout_ms = millis(timeout),
+                "draining in-flight requests"
+            );
+        }
+        let pre_stop_delay = drain_started.saturating_duration_since(triggered_at);
 
         let deadline = drain_started + timeout;
         let mut drained = pin!(self.inner.in_flight.drained());

@@ -296,3 +296,30 @@ async fn run_and_drain_run_once_and_agree() {
     assert_eq!(first, second);
     assert_eq!(first.drain, a);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_dropped_and_called_again_keeps_the_deadline_of_its_start() {
+    let shutdown = Shutdown::new(config(10));
+    let mut phases = shutdown.subscribe();
+    let _stuck = shutdown.try_enter().expect("running");
+    shutdown.request_shutdown("test");
+    let started = Instant::now();
+
+    // A caller gives up on the drain after 6 s (a `select!` whose other branch won).
+    let given_up = tokio::time::timeout(Duration::from_secs(6), shutdown.drain()).await;
+    assert!(given_up.is_err(), "the request is still in flight");
+    assert!(shutdown.is_draining(), "the drain has begun and stays begun");
+    assert_eq!(*phases.borrow_and_update(), Phase::Draining);
+
+    // The next call continues the same drain: its deadline is 10 s after the start.
+    let summary = shutdown.drain().await;
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+    assert_eq!(summary.drain, Duration::from_secs(10));
+    assert_eq!(summary.pre_stop_delay, Duration::ZERO);
+    assert_eq!(summary.in_flight_at_drain, 1);
+    assert_eq!(summary.interrupted, 1);
+    assert!(
+        !phases.has_changed().expect("sender alive"),
+        "the drain began once: no second `Draining`"
+    );
+}
