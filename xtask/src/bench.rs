@@ -140,13 +140,13 @@ fn bench() -> Result<(), String> {
     );
     let _ = writeln!(
         summary,
-        "| threads | bare_pair | try_enter_scoped | try_enter | bare_pair_arc |\n|---|---|---|---|---|"
+        "| threads | bare_pair | try_enter | bare_pair_arc |\n|---|---|---|---|"
     );
     for threads in ["1_thread", "2_thread"] {
         let group = format!("enter_exit_{threads}");
         let bare = median(&group, "bare_pair")?;
         let mut row = format!("| {} | {bare:.1} ns |", threads.replace('_', " "));
-        for name in ["try_enter_scoped", "try_enter", "bare_pair_arc"] {
+        for name in ["try_enter", "bare_pair_arc"] {
             let t = median(&group, name)?;
             let _ = write!(row, " {t:.1} ns ({:.2}x) |", t / bare);
         }

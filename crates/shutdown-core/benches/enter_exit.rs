@@ -3,9 +3,9 @@
 //!
 //! - `bare_pair`: `fetch_add` + `fetch_sub` on one `AtomicUsize`: the floor for any
 //!   counter.
-//! - `try_enter_scoped`: the borrowed guard (compare-exchange + `fetch_sub`).
-//! - `try_enter`: the owned, `'static` guard that middleware keeps in response bodies
-//!   (adds the handle's reference count).
+//! - `try_enter`: the `'static` guard that middleware keeps in response bodies: a
+//!   compare-exchange in and one out (the count of requests also keeps the tracker
+//!   alive, so there is no reference count).
 //! - `bare_pair_arc`: the bare pair plus an `Arc` clone and drop: the floor for an owned
 //!   guard, and what a hand-written `Arc<AtomicUsize>` guard costs.
 
@@ -26,10 +26,6 @@ fn bare_pair_arc(counter: &Arc<AtomicUsize>) {
     let owned = black_box(Arc::clone(counter));
     owned.fetch_add(1, Ordering::AcqRel);
     owned.fetch_sub(1, Ordering::AcqRel);
-}
-
-fn enter_scoped(shutdown: &Shutdown) {
-    drop(black_box(shutdown.try_enter_scoped()));
 }
 
 fn enter_owned(shutdown: &Shutdown) {
@@ -66,9 +62,6 @@ fn enter_exit(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("enter_exit/{threads}_thread"));
         group.bench_function("bare_pair", |b| {
             b.iter_custom(|iters| on_threads(threads, iters, &counter, bare_pair))
-        });
-        group.bench_function("try_enter_scoped", |b| {
-            b.iter_custom(|iters| on_threads(threads, iters, &shutdown, enter_scoped))
         });
         group.bench_function("bare_pair_arc", |b| {
             b.iter_custom(|iters| on_threads(threads, iters, &shared_counter, bare_pair_arc))

@@ -467,12 +467,6 @@ impl TrackerOwner {
             tracker: self.tracker,
         })
     }
-
-    #[inline]
-    pub(crate) fn try_enter_scoped(&self) -> Option<ScopedRequestGuard<'_>> {
-        let tracker: &InFlight = self;
-        tracker.try_enter().then(|| ScopedRequestGuard { tracker })
-    }
 }
 
 impl std::ops::Deref for TrackerOwner {
@@ -538,31 +532,6 @@ impl Drop for RequestGuard {
 impl fmt::Debug for RequestGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestGuard").finish_non_exhaustive()
-    }
-}
-
-/// A guard borrowed from the [`Shutdown`](crate::Shutdown) handle, from
-/// [`Shutdown::try_enter_scoped`](crate::Shutdown::try_enter_scoped).
-///
-/// It behaves exactly like [`RequestGuard`], for code that keeps the handle borrowed
-/// for the whole request anyway.
-#[must_use = "the request counts as in flight only while the guard is alive"]
-pub struct ScopedRequestGuard<'a> {
-    tracker: &'a InFlight,
-}
-
-impl Drop for ScopedRequestGuard<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        // SAFETY: the guard holds one count, given up exactly once, here; the borrowed
-        // handle keeps the tracker alive anyway.
-        unsafe { InFlight::exit(NonNull::from(self.tracker)) }
-    }
-}
-
-impl fmt::Debug for ScopedRequestGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScopedRequestGuard").finish_non_exhaustive()
     }
 }
 
@@ -646,7 +615,7 @@ mod tests {
         assert!(guard.is_some());
         assert_eq!(tracker.begin_drain(), 1);
         assert!(tracker.try_enter().is_none());
-        assert!(tracker.try_enter_scoped().is_none());
+        assert!(tracker.try_enter().is_none());
         assert_eq!(tracker.rejected(), 2);
         assert_eq!(tracker.in_flight(), 1);
         drop(guard);
@@ -733,7 +702,7 @@ mod tests {
     fn the_handles_free_the_tracker_when_no_guard_is_left() {
         let (owner, freed) = watched_tracker();
         drop(owner.try_enter().expect("running"));
-        drop(owner.try_enter_scoped().expect("running"));
+        drop(owner.try_enter().expect("running"));
         assert!(!freed.load(Ordering::SeqCst));
         drop(owner);
         assert!(freed.load(Ordering::SeqCst));

@@ -24,7 +24,7 @@ pub use gate::{
     Admission, DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Pass, PlainResponse, Protocol,
     REJECTION_MESSAGE, Rejection, RequestGate,
 };
-pub use in_flight::{RequestGuard, ScopedRequestGuard};
+pub use in_flight::RequestGuard;
 pub use observer::ShutdownObserver;
 pub use phase::{Phase, Trigger};
 pub use report::{DrainSummary, ShutdownReport};

@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::cleanup::{CleanupOutcome, CleanupTask, IntoCleanup, panic_message};
 use crate::config::ShutdownConfig;
-use crate::in_flight::{RequestGuard, ScopedRequestGuard, TrackerOwner};
+use crate::in_flight::{RequestGuard, TrackerOwner};
 use crate::observer::ShutdownObserver;
 use crate::phase::{Phase, Trigger};
 use crate::report::{DrainSummary, ShutdownReport, millis};
@@ -184,23 +184,6 @@ impl Shutdown {
     #[inline]
     pub fn try_enter(&self) -> Option<RequestGuard> {
         self.inner.in_flight.try_enter()
-    }
-
-    /// Like [`try_enter`](Self::try_enter), but the guard borrows this handle: for code
-    /// that keeps the handle borrowed for the whole request anyway. It costs the same.
-    ///
-    /// ```
-    /// use shutdown_core::Shutdown;
-    ///
-    /// let shutdown = Shutdown::default();
-    /// let guard = shutdown.try_enter_scoped().expect("running");
-    /// assert_eq!(shutdown.in_flight(), 1);
-    /// drop(guard);
-    /// assert_eq!(shutdown.in_flight(), 0);
-    /// ```
-    #[inline]
-    pub fn try_enter_scoped(&self) -> Option<ScopedRequestGuard<'_>> {
-        self.inner.in_flight.try_enter_scoped()
     }
 
     /// Requests in flight now. Lock-free; for observers and health endpoints.

@@ -66,7 +66,7 @@ async fn the_observer_sees_each_event_once_in_order() {
     shutdown.register_cleanup("db", || ());
 
     drop(shutdown.try_enter().expect("running"));
-    let _stuck = shutdown.try_enter_scoped().expect("running");
+    let _stuck = shutdown.try_enter().expect("running");
     let run = start_draining(&shutdown).await;
     assert!(shutdown.try_enter().is_none());
     let report = run.await.expect("run");
@@ -122,9 +122,9 @@ async fn an_observer_that_panics_loses_no_request_and_holds_no_drain() {
         .with_observer(Panicking);
 
     let guard = shutdown.try_enter().expect("admitted");
-    let scoped = shutdown.try_enter_scoped().expect("admitted");
+    let second = shutdown.try_enter().expect("admitted");
     assert_eq!(shutdown.in_flight(), 2, "both counted in");
-    drop(scoped);
+    drop(second);
     assert_eq!(shutdown.in_flight(), 1, "counted out");
 
     let run = start_draining(&shutdown).await;
