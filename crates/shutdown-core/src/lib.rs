@@ -6,8 +6,6 @@
 mod cleanup;
 mod config;
 mod gate;
-// The request tracker is freed by whichever of its holders leaves last (see the module).
-#[allow(unsafe_code)]
 mod in_flight;
 mod observer;
 mod phase;

@@ -168,7 +168,10 @@ fn the_last_handle_survives_an_observer_panicking_on_drop() {
     // No guard left: the last handle frees the tracker, and the observer with it. A
     // panic escaping here would abort a process that drops its handle while unwinding.
     let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(shutdown)));
-    assert!(unwound.is_ok(), "the observer's panic escaped the handle's drop");
+    assert!(
+        unwound.is_ok(),
+        "the observer's panic escaped the handle's drop"
+    );
 }
 
 /// A panic payload that panics again when dropped.

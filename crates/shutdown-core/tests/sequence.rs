@@ -308,7 +308,10 @@ async fn a_drain_dropped_and_called_again_keeps_the_deadline_of_its_start() {
     // A caller gives up on the drain after 6 s (a `select!` whose other branch won).
     let given_up = tokio::time::timeout(Duration::from_secs(6), shutdown.drain()).await;
     assert!(given_up.is_err(), "the request is still in flight");
-    assert!(shutdown.is_draining(), "the drain has begun and stays begun");
+    assert!(
+        shutdown.is_draining(),
+        "the drain has begun and stays begun"
+    );
     assert_eq!(*phases.borrow_and_update(), Phase::Draining);
 
     // The next call continues the same drain: its deadline is 10 s after the start.
