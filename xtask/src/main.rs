@@ -3,8 +3,11 @@
 //! - `ci`: every check CI runs, in order; the first failing step stops the run with its
 //!   exit code.
 //! - `loom`: only the `loom` model checks of `shutdown-core`.
-//! - `miri`: only the request tracker's unit tests under miri (needs the nightly
-//!   toolchain with its `miri` component; without it, `ci` runs them under valgrind).
+//! - `mutants`: applies bugs the request tracker is exposed to, one at a time, to a
+//!   scratch copy, and requires the loom models (or miri) to catch each one.
+//! - `miri`: only the request tracker's unit tests under miri, with both borrow models
+//!   (needs the nightly toolchain with its `miri` component, which `.ci/run` installs;
+//!   where it cannot, `ci` warns and runs them under valgrind instead).
 //! - `valgrind`: the same tests under valgrind's memcheck.
 //! - `bench`: the benchmarks, summarised in `docs/bench-summary.md`.
 //! - `bench-writes`: only the demo's write benchmark by `ACK_MODE` (part of `bench`),
@@ -16,11 +19,19 @@ mod bench;
 mod bench_e2e;
 mod bench_writes;
 mod http;
+mod mutants;
 mod rolling_restart;
 
 use std::env;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
+
+/// The loom models' preemption bound: every model explores all interleavings with up
+/// to this many preemptions (about 6 s for the four models; 4 takes about 40 s).
+const LOOM_MAX_PREEMPTIONS: &str = "3";
+/// The loom build: the tracker on loom's types, warnings denied (clippy does not see
+/// this build).
+const LOOM_RUSTFLAGS: &str = "--cfg loom -D warnings";
 
 struct Step {
     name: &'static str,
@@ -47,22 +58,29 @@ impl Step {
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
+    let mut warnings = Vec::new();
     let steps = match args.first().map(String::as_str) {
-        Some("ci") => ci_steps(),
+        Some("ci") => ci_steps(&mut warnings),
         Some("loom") => vec![loom_step()],
-        Some("miri") => vec![miri_step()],
+        Some("mutants") => {
+            return mutants::run(args.get(1).is_some_and(|a| a == "--every-check"));
+        }
+        Some("miri") => miri_steps(),
         Some("valgrind") => vec![valgrind_step()],
         Some("rolling-restart") => return rolling_restart::run(&args[1..]),
         Some("bench") => return bench::run(),
         Some("bench-writes") => return bench::run_writes(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|loom|miri|valgrind|bench|bench-writes|rolling-restart>"
+                "usage: cargo xtask <ci|loom|mutants|miri|valgrind|bench|bench-writes|rolling-restart>"
             );
             eprintln!(
-                "  ci    fmt, clippy, binaries, tests, doc tests, loom, miri, docs: what CI runs"
+                "  ci    fmt, clippy, binaries, tests, doc tests, loom, mutants, docs, miri: what CI runs"
             );
             eprintln!("  loom  the loom model checks of shutdown-core");
+            eprintln!(
+                "  mutants [--every-check]  the tracker's bugs, one at a time: loom or miri must fail"
+            );
             eprintln!("  miri  the request tracker's tests under miri (nightly toolchain)");
             eprintln!("  valgrind  the same tests under valgrind's memcheck");
             eprintln!("  bench  the benchmarks; writes docs/bench-summary.md");
@@ -72,10 +90,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    run(&steps)
+    run(&steps, &warnings)
 }
 
-fn ci_steps() -> Vec<Step> {
+fn ci_steps(warnings: &mut Vec<String>) -> Vec<Step> {
     let tests = if succeeds("cargo", &["nextest", "--version"]) {
         Step::cargo(
             "tests (nextest)",
@@ -127,6 +145,7 @@ fn ci_steps() -> Vec<Step> {
             &["test", "--workspace", "--all-features", "--doc"],
         ),
         loom_step(),
+        Step::cargo("mutants", &["xtask", "mutants"]),
         Step::cargo(
             "docs",
             &["doc", "--workspace", "--all-features", "--no-deps"],
@@ -134,12 +153,21 @@ fn ci_steps() -> Vec<Step> {
         .env("RUSTDOCFLAGS", "-D warnings"),
     ];
     if succeeds("cargo", &["+nightly", "miri", "--version"]) {
-        steps.push(miri_step());
+        steps.extend(miri_steps());
     } else if succeeds("valgrind", &["--version"]) {
-        println!("(miri is not installed for the nightly toolchain: valgrind checks the tracker)");
-        steps.push(valgrind_step());
+        warnings.push(
+            "miri is not installed for the nightly toolchain (.ci/run could not install it): \
+             the tracker's tests run under valgrind instead, which sees fewer bugs"
+                .to_owned(),
+        );
+        let mut step = valgrind_step();
+        step.name = "valgrind (FALLBACK: no miri)";
+        steps.push(step);
     } else {
-        println!("(neither miri nor valgrind is installed: the tracker's memory check is skipped)");
+        warnings.push(
+            "neither miri nor valgrind is installed: the tracker's memory check is SKIPPED"
+                .to_owned(),
+        );
     }
     if succeeds("haproxy", &["-v"]) {
         steps.push(Step::cargo(
@@ -147,7 +175,7 @@ fn ci_steps() -> Vec<Step> {
             &["xtask", "rolling-restart"],
         ));
     } else {
-        println!("(haproxy is not installed: the rolling-restart check is skipped)");
+        warnings.push("haproxy is not installed: the rolling-restart check is skipped".to_owned());
     }
     steps
 }
@@ -177,26 +205,28 @@ fn loom_step() -> Step {
             "loom_tests",
         ],
     )
-    .env("RUSTFLAGS", "--cfg loom")
-    .env("LOOM_MAX_PREEMPTIONS", "3")
+    .env("RUSTFLAGS", LOOM_RUSTFLAGS)
+    .env("LOOM_MAX_PREEMPTIONS", LOOM_MAX_PREEMPTIONS)
 }
 
 /// The request tracker is the one module with `unsafe` (its last holder frees it): its
-/// unit tests run under miri, which reports a use after free, a double free or a leak.
-fn miri_step() -> Step {
-    Step::cargo(
+/// unit tests run under miri, which reports a use after free, a double free, a leak or
+/// a data race, with each of miri's two aliasing models.
+fn miri_steps() -> Vec<Step> {
+    const ARGS: &[&str] = &[
+        "+nightly",
         "miri",
-        &[
-            "+nightly",
-            "miri",
-            "test",
-            "--package",
-            "shutdown-core",
-            "--lib",
-            "--",
-            "in_flight::tests",
-        ],
-    )
+        "test",
+        "--package",
+        "shutdown-core",
+        "--lib",
+        "--",
+        "in_flight::tests",
+    ];
+    vec![
+        Step::cargo("miri (stacked borrows)", ARGS),
+        Step::cargo("miri (tree borrows)", ARGS).env("MIRIFLAGS", "-Zmiri-tree-borrows"),
+    ]
 }
 
 /// Where miri is missing (the stable toolchain alone): the same tests under valgrind's
@@ -218,8 +248,15 @@ fn valgrind_step() -> Step {
     )
 }
 
-fn run(steps: &[Step]) -> ExitCode {
+/// Runs `steps` in order, stopping at the first failure, then prints the step table
+/// with `warnings` (checks replaced or skipped on this machine) under it.
+fn run(steps: &[Step], warnings: &[String]) -> ExitCode {
+    for warning in warnings {
+        println!("WARNING: {warning}");
+    }
     let started = Instant::now();
+    let mut table = Vec::new();
+    let mut failed = None;
     for (index, step) in steps.iter().enumerate() {
         let shown_env: String = step
             .env
@@ -240,26 +277,47 @@ fn run(steps: &[Step]) -> ExitCode {
             .envs(step.env.iter().copied())
             .status();
         let secs = step_started.elapsed().as_secs_f64();
-        match status {
-            Ok(status) if status.success() => println!("==> {} passed in {secs:.1}s", step.name),
+        let result = match status {
+            Ok(status) if status.success() => {
+                println!("==> {} passed in {secs:.1}s", step.name);
+                "passed".to_owned()
+            }
             Ok(status) => {
                 let code = status.code().unwrap_or(1);
                 println!("==> {} FAILED in {secs:.1}s (exit code {code})", step.name);
-                return ExitCode::from(u8::try_from(code).unwrap_or(1).max(1));
+                failed = Some(u8::try_from(code).unwrap_or(1).max(1));
+                format!("FAILED (exit code {code})")
             }
             Err(error) => {
                 println!(
                     "==> {} could not start `{}`: {error}",
                     step.name, step.program
                 );
-                return ExitCode::from(1);
+                failed = Some(1);
+                "could not start".to_owned()
             }
+        };
+        table.push((step.name, result, secs));
+        if failed.is_some() {
+            break;
         }
     }
-    println!(
-        "\n==> all {} steps passed in {:.1}s",
-        steps.len(),
-        started.elapsed().as_secs_f64()
-    );
-    ExitCode::SUCCESS
+    println!("\n| step | result | time |\n|---|---|---|");
+    for (name, result, secs) in &table {
+        println!("| {name} | {result} | {secs:.1} s |");
+    }
+    for warning in warnings {
+        println!("| WARNING | {warning} | |");
+    }
+    match failed {
+        Some(code) => ExitCode::from(code),
+        None => {
+            println!(
+                "\n==> all {} steps passed in {:.1}s",
+                steps.len(),
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+    }
 }
