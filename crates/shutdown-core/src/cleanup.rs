@@ -34,14 +34,6 @@ impl<E: fmt::Display + Send + 'static> CleanupResult for Result<(), E> {
     }
 }
 
-/// Marker for a cleanup task that is a plain closure (see [`IntoCleanup`]).
-#[derive(Debug)]
-pub enum Blocking {}
-
-/// Marker for a cleanup task that is a closure returning a future (see [`IntoCleanup`]).
-#[derive(Debug)]
-pub enum Async {}
-
 /// What [`Shutdown::register_cleanup`](crate::Shutdown::register_cleanup) accepts:
 ///
 /// - a closure `FnOnce() -> R`, run on a thread of its own so that blocking calls
@@ -51,56 +43,83 @@ pub enum Async {}
 ///   run as a tokio task and aborted at its timeout;
 ///
 /// where `R` is `()` or `Result<(), E: Display>`. The `Marker` parameter only tells the
-/// two apart; callers never name it.
-pub trait IntoCleanup<Marker>: Send + 'static {
-    #[doc(hidden)]
-    fn into_cleanup(self) -> CleanupBody;
-}
+/// two apart and is inferred. The trait is sealed: these closures are all it takes.
+///
+/// ```compile_fail
+/// struct Mine;
+/// impl<M> shutdown_core::IntoCleanup<M> for Mine {}
+/// ```
+pub trait IntoCleanup<Marker>: sealed::IntoBody<Marker> {}
 
-#[doc(hidden)]
-pub enum CleanupBody {
-    Blocking(Box<dyn FnOnce() -> Result<(), String> + Send>),
-    Async(Box<dyn FnOnce() -> BoxFuture + Send>),
-}
+impl<T: sealed::IntoBody<M>, M> IntoCleanup<M> for T {}
 
-impl fmt::Debug for CleanupBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CleanupBody::Blocking(_) => "Blocking",
-            CleanupBody::Async(_) => "Async",
-        })
+/// The conversion behind [`IntoCleanup`], out of users' reach: a trait of a private
+/// module can be neither named nor implemented outside the crate.
+mod sealed {
+    use std::fmt;
+    use std::future::Future;
+
+    use super::{BoxFuture, CleanupResult};
+
+    /// A cleanup task, ready to run.
+    pub enum CleanupBody {
+        Blocking(Box<dyn FnOnce() -> Result<(), String> + Send>),
+        Async(Box<dyn FnOnce() -> BoxFuture + Send>),
+    }
+
+    impl fmt::Debug for CleanupBody {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(match self {
+                CleanupBody::Blocking(_) => "Blocking",
+                CleanupBody::Async(_) => "Async",
+            })
+        }
+    }
+
+    /// Marks a cleanup task that is a plain closure.
+    #[derive(Debug)]
+    pub enum Blocking {}
+
+    /// Marks a cleanup task that is a closure returning a future.
+    #[derive(Debug)]
+    pub enum Async {}
+
+    pub trait IntoBody<Marker>: Send + 'static {
+        fn into_body(self) -> CleanupBody;
+    }
+
+    impl<F, R> IntoBody<(Blocking, R)> for F
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: CleanupResult,
+    {
+        fn into_body(self) -> CleanupBody {
+            CleanupBody::Blocking(Box::new(move || self().into_result()))
+        }
+    }
+
+    impl<F, Fut> IntoBody<(Async, Fut)> for F
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: CleanupResult,
+    {
+        fn into_body(self) -> CleanupBody {
+            CleanupBody::Async(Box::new(move || {
+                Box::pin(async move { self().await.into_result() })
+            }))
+        }
     }
 }
 
-impl<F, R> IntoCleanup<(Blocking, R)> for F
-where
-    F: FnOnce() -> R + Send + 'static,
-    R: CleanupResult,
-{
-    fn into_cleanup(self) -> CleanupBody {
-        CleanupBody::Blocking(Box::new(move || self().into_result()))
-    }
-}
-
-impl<F, Fut> IntoCleanup<(Async, Fut)> for F
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future + Send + 'static,
-    Fut::Output: CleanupResult,
-{
-    fn into_cleanup(self) -> CleanupBody {
-        CleanupBody::Async(Box::new(move || {
-            Box::pin(async move { self().await.into_result() })
-        }))
-    }
-}
+use sealed::CleanupBody;
 
 /// A registered cleanup task, waiting for its turn.
 #[derive(Debug)]
 pub(crate) struct CleanupTask {
     pub(crate) name: String,
     pub(crate) timeout: Duration,
-    pub(crate) body: CleanupBody,
+    body: CleanupBody,
 }
 
 /// How one cleanup task ended.
@@ -159,6 +178,14 @@ pub struct CleanupOutcome {
 }
 
 impl CleanupTask {
+    pub(crate) fn new<M>(name: String, timeout: Duration, cleanup: impl IntoCleanup<M>) -> Self {
+        Self {
+            name,
+            timeout,
+            body: cleanup.into_body(),
+        }
+    }
+
     /// Runs the task under its timeout. Never panics, whatever the task does.
     pub(crate) async fn run(self) -> CleanupOutcome {
         let started = Instant::now();

@@ -13,7 +13,7 @@ mod report;
 mod serve;
 mod shutdown;
 
-pub use cleanup::{Async, Blocking, CleanupOutcome, CleanupResult, CleanupStatus, IntoCleanup};
+pub use cleanup::{CleanupOutcome, CleanupResult, CleanupStatus, IntoCleanup};
 pub use config::{
     ConfigError, ENV_CLEANUP_TIMEOUT, ENV_DELAY, ENV_HANDOFF_GRACE, ENV_RETRY_AFTER,
     ENV_TASK_TIMEOUT, ENV_TIMEOUT, ExitCodes, ShutdownConfig, parse_seconds,
@@ -29,10 +29,5 @@ pub use report::{DrainSummary, ShutdownReport};
 pub use serve::{AcceptUntilHandoff, SERVER_TASK, STOP_GRACE, ServeError};
 pub use shutdown::Shutdown;
 
-/// Re-exported so that users name the same types the handle returns.
+/// Re-exported so that users name the same type the handle returns.
 pub use tokio_util::sync::CancellationToken;
-/// Re-exported so that users name the same types the handle returns.
-pub use tokio_util::task::TaskTracker;
-
-#[doc(hidden)]
-pub use cleanup::CleanupBody;

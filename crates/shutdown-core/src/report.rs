@@ -15,7 +15,7 @@ pub struct DrainSummary {
     /// Time spent in the pre-stop delay.
     pub pre_stop_delay: Duration,
     /// Time from the start of the drain until the last request left or the deadline.
-    pub drain: Duration,
+    pub duration: Duration,
     /// Requests in flight when the drain began.
     pub in_flight_at_drain: usize,
     /// Of those, requests still in flight at the deadline: cancelled through the
@@ -108,7 +108,7 @@ impl ShutdownReport {
                     trigger_kind = self.drain.trigger.kind(),
                     total_ms = millis(self.total),
                     pre_stop_delay_ms = millis(self.drain.pre_stop_delay),
-                    drain_ms = millis(self.drain.drain),
+                    drain_ms = millis(self.drain.duration),
                     tasks_ms = millis(self.tasks_duration),
                     cleanup_ms = millis(self.cleanup_duration),
                     in_flight_at_drain = self.drain.in_flight_at_drain,
@@ -150,7 +150,7 @@ mod tests {
             drain: DrainSummary {
                 trigger: Trigger::Signal("SIGTERM"),
                 pre_stop_delay: Duration::ZERO,
-                drain: Duration::from_secs(1),
+                duration: Duration::from_secs(1),
                 in_flight_at_drain: 3,
                 interrupted,
                 rejected: 0,

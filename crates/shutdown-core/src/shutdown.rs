@@ -205,11 +205,6 @@ impl Shutdown {
         self.inner.trigger.get().is_none()
     }
 
-    /// `true` once the shutdown has been triggered.
-    pub fn is_shutting_down(&self) -> bool {
-        !self.is_ready()
-    }
-
     /// `true` once the drain has begun: new requests are turned away.
     pub fn is_draining(&self) -> bool {
         self.inner.in_flight.is_draining()
@@ -313,11 +308,6 @@ impl Shutdown {
         self.inner.requests.clone()
     }
 
-    /// The tracker of background tasks that the shutdown cancels and awaits.
-    pub fn tasks(&self) -> &TaskTracker {
-        &self.inner.tasks
-    }
-
     /// Spawns a background task on the tracker. It should watch [`token`](Self::token)
     /// and return once it is cancelled; the shutdown waits for it up to
     /// [`ShutdownConfig::task_timeout`].
@@ -327,6 +317,24 @@ impl Shutdown {
         F::Output: Send + 'static,
     {
         self.inner.tasks.spawn(task)
+    }
+
+    /// Tracks `future` like a task from [`spawn`](Self::spawn), without spawning it: for
+    /// a future run some other way (`tokio::task::spawn_local`, a `JoinSet`, another
+    /// runtime). The shutdown waits, up to [`ShutdownConfig::task_timeout`], until the
+    /// returned future completes or is dropped.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let shutdown = shutdown_core::Shutdown::default();
+    /// let token = shutdown.token();
+    /// let local = tokio::task::LocalSet::new();
+    /// local.spawn_local(shutdown.track_future(async move { token.cancelled().await }));
+    /// # }
+    /// ```
+    pub fn track_future<F: Future>(&self, future: F) -> impl Future<Output = F::Output> + use<F> {
+        self.inner.tasks.track_future(future)
     }
 
     /// Spawns a background task whose failure is fatal: when it returns `Err` or
@@ -388,12 +396,8 @@ impl Shutdown {
             warn!(task = %name, "cleanup task registered after cleanup began; it will not run");
             return;
         }
-        let task = CleanupTask {
-            name,
-            timeout,
-            body: cleanup.into_cleanup(),
-        };
-        self.lock_cleanups().push(task);
+        self.lock_cleanups()
+            .push(CleanupTask::new(name, timeout, cleanup));
     }
 
     fn lock_cleanups(&self) -> std::sync::MutexGuard<'_, Vec<CleanupTask>> {
@@ -504,7 +508,7 @@ impl Shutdown {
         let summary = DrainSummary {
             trigger,
             pre_stop_delay,
-            drain: drain_started.elapsed(),
+            duration: drain_started.elapsed(),
             in_flight_at_drain,
             interrupted,
             rejected: self.rejected(),

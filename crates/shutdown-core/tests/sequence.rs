@@ -57,7 +57,7 @@ async fn guard_is_released_when_the_request_future_is_dropped() {
     shutdown.request_shutdown("test");
     let summary = shutdown.drain().await;
     assert_eq!(summary.in_flight_at_drain, 0);
-    assert_eq!(summary.drain, Duration::ZERO, "nothing left to wait for");
+    assert_eq!(summary.duration, Duration::ZERO, "nothing left to wait for");
 }
 
 #[tokio::test(start_paused = true)]
@@ -120,7 +120,7 @@ async fn the_drain_ends_the_moment_the_last_guard_drops() {
     });
     shutdown.request_shutdown("test");
     let summary = shutdown.drain().await;
-    assert_eq!(summary.drain, Duration::from_secs(3));
+    assert_eq!(summary.duration, Duration::from_secs(3));
     assert_eq!(summary.in_flight_at_drain, 2);
     assert_eq!(summary.interrupted, 0);
     assert_eq!(
@@ -147,7 +147,7 @@ async fn the_deadline_cancels_the_request_scope_and_counts_what_is_left_as_inter
 
     shutdown.request_shutdown("test");
     let summary = shutdown.drain().await;
-    assert_eq!(summary.drain, Duration::from_secs(2));
+    assert_eq!(summary.duration, Duration::from_secs(2));
     assert_eq!(summary.in_flight_at_drain, 2);
     assert_eq!(summary.interrupted, 2);
     assert_eq!(summary.drained(), 0);
@@ -240,6 +240,31 @@ async fn background_tasks_are_cancelled_then_awaited_and_a_stuck_one_is_abandone
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_tracked_future_is_cancelled_then_awaited_like_a_spawned_task() {
+    let shutdown = Shutdown::new(config(30));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let tracked = {
+        let token = shutdown.token();
+        let stopped = Arc::clone(&stopped);
+        shutdown.track_future(async move {
+            token.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stopped.store(true, Ordering::SeqCst);
+        })
+    };
+    // Run some other way than `Shutdown::spawn`: a local task set here.
+    let local = tokio::task::LocalSet::new();
+    local.spawn_local(tracked);
+    shutdown.request_shutdown("test");
+    let report = local.run_until(shutdown.run()).await;
+
+    assert!(stopped.load(Ordering::SeqCst), "awaited before the report");
+    assert_eq!(report.tasks_at_cancel, 1);
+    assert_eq!(report.tasks_abandoned, 0);
+    assert_eq!(report.tasks_duration, Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failing_supervised_task_triggers_the_shutdown() {
     let shutdown = Shutdown::new(config(30));
     shutdown.spawn_supervised("ingest", async {
@@ -317,7 +342,7 @@ async fn a_drain_dropped_and_called_again_keeps_the_deadline_of_its_start() {
     // The next call continues the same drain: its deadline is 10 s after the start.
     let summary = shutdown.drain().await;
     assert_eq!(started.elapsed(), Duration::from_secs(10));
-    assert_eq!(summary.drain, Duration::from_secs(10));
+    assert_eq!(summary.duration, Duration::from_secs(10));
     assert_eq!(summary.pre_stop_delay, Duration::ZERO);
     assert_eq!(summary.in_flight_at_drain, 1);
     assert_eq!(summary.interrupted, 1);

@@ -57,7 +57,7 @@ pub(crate) async fn listen(
             }
             received = hangup.recv() => if received.is_none() { return },
         }
-        if shutdown.is_shutting_down() {
+        if !shutdown.is_ready() {
             let trigger = shutdown.trigger_reason().map(ToString::to_string);
             warn!(trigger, "SIGHUP ignored: this process is shutting down");
             continue;
