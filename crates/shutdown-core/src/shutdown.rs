@@ -438,14 +438,16 @@ impl Shutdown {
         } else {
             config.pre_stop_delay()
         };
-        if handoff {
+        // A drain called again after its future was dropped is past the delay.
+        let resumed = self.inner.drain_began.get().is_some();
+        if handoff && !resumed {
             info!(
                 grace_ms = millis(delay),
                 in_flight = self.in_flight(),
                 "handed over; serving the open connections (Connection: close) during the grace"
             );
             tokio::time::sleep_until(triggered_at + delay).await;
-        } else if !delay.is_zero() {
+        } else if !handoff && !resumed && !delay.is_zero() {
             info!(
                 delay_ms = millis(delay),
                 in_flight = self.in_flight(),
