@@ -212,7 +212,9 @@ pub fn readiness_turns_503_at_once_and_liveness_stays_200(probe: &Probe) {
     let slow = get_in_background(p.addr, "/slow?ms=3000");
     p.stdout_line("slow started");
     p.sigterm();
-    p.log_line("shutting down");
+    // Core's event, logged once the trigger is recorded (the signal's own line, which
+    // also says "shutting down", comes before it).
+    p.log_line("shutdown_core::shutdown: shutting down");
 
     let ready = http::get(p.addr, "/health/ready").expect("ready");
     assert_eq!(ready.status(), 503, "{}", p.output());
