@@ -4,6 +4,8 @@
 //!   tests that prove a path allocates nothing.
 //! - [`logs`]: a tracing layer that keeps the events, for the tests that assert on the
 //!   logs.
+//! - [`redis`]: a real `redis-server` on a free loopback port, and a subscriber.
 
 pub mod alloc;
 pub mod logs;
+pub mod redis;
