@@ -24,8 +24,10 @@ pub const COMMITS: &str = "telemetry_commits_total";
 pub const FLUSH_FAILURES: &str = "telemetry_flush_failures_total";
 /// Events published to Redis.
 pub const REDIS_PUBLISHED: &str = "telemetry_redis_published_total";
-/// Events not published to Redis (Redis down, or the queue full).
+/// Events not published because Redis was unreachable, failed or did not answer in time.
 pub const REDIS_FAILED: &str = "telemetry_redis_failed_total";
+/// Events not published because the publish queue was full.
+pub const REDIS_DROPPED: &str = "telemetry_redis_dropped_total";
 
 /// Describes the metrics above. Call it after installing the recorder: descriptions
 /// sent before are lost.
@@ -53,5 +55,14 @@ pub fn describe_metrics() {
         "Commits and flushes that failed"
     );
     describe_counter!(REDIS_PUBLISHED, Unit::Count, "Events published to Redis");
-    describe_counter!(REDIS_FAILED, Unit::Count, "Events not published to Redis");
+    describe_counter!(
+        REDIS_FAILED,
+        Unit::Count,
+        "Events not published because Redis was unreachable or failed"
+    );
+    describe_counter!(
+        REDIS_DROPPED,
+        Unit::Count,
+        "Events not published because the publish queue was full"
+    );
 }

