@@ -1,7 +1,9 @@
 //! End-to-end tests of the telemetry demo services (`examples/telemetry-*`): each test
 //! starts a built demo binary as a child process with a temporary SQLite database and
 //! `BIND_ADDR=127.0.0.1:0`, talks HTTP/1.1 to it on loopback, sends it real signals,
-//! and opens its database after it has exited.
+//! and opens its database after it has exited. The Redis scenarios start a real
+//! `redis-server` each (Debian's package; the test fails, saying how to install it,
+//! when it is missing).
 //!
 //! The scenarios are written once, as functions taking a [`Demo`]; the
 //! `telemetry_scenarios!` list at the bottom runs them all against each demo binary.
@@ -12,17 +14,17 @@
 //! binary fails the test with the command that builds it.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use e2e_tests::http::{self, Conn, Response};
 use e2e_tests::{Child, Signal, Source};
+use test_support::redis::{RedisServer, free_port};
 
 /// Bound on waiting for a log line or an exit: only stops a hung demo from hanging CI.
 const WAIT: Duration = Duration::from_secs(30);
@@ -845,98 +847,216 @@ fn bad_configuration_exits_2_naming_the_variable(demo: Demo) {
     assert!(child.output().contains("BIND_ADDR"), "{}", child.output());
 }
 
-/// With `REDIS_URL`, each accepted event is published to channel `telemetry`, and the
-/// connection is closed (`QUIT`) during cleanup; a Redis that refuses connections
-/// loses no SQLite write.
-fn redis_gets_each_event_and_is_closed_at_cleanup(demo: Demo) {
-    let (url, commands) = fake_redis();
-    let db = TempDb::new(demo, "redis");
-    let mut service = Service::start(demo, &db, &[("REDIS_URL", &url)]);
-    assert_eq!(service.post_event("r-1").status(), 202);
-    assert_eq!(service.post_event("r-2").status(), 202);
-    service.signal(Signal::SIGTERM);
-    assert_eq!(service.exit_code(), 0, "{}", service.output());
-    let received: Vec<Vec<String>> = commands.try_iter().collect();
-    let names: Vec<&str> = received.iter().map(|c| c[0].as_str()).collect();
-    assert_eq!(names, ["PUBLISH", "PUBLISH", "QUIT"], "{received:?}");
-    assert_eq!(received[0][1], "telemetry");
-    assert!(
-        received[0][2].contains(r#""id":"r-1""#),
-        "{:?}",
-        received[0]
-    );
-    let cleanups: Vec<&str> = service
+// ----- Redis ---------------------------------------------------------------------------
+//
+// Each scenario starts its own `redis-server` (Debian's package) on a free loopback
+// port and kills it when done; without `redis-server` the test fails saying how to
+// install it.
+
+/// The value of the Prometheus sample `name` (no labels) in `/metrics`.
+fn metric(service: &Service, name: &str) -> f64 {
+    let text = service.get("/metrics").text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in /metrics:\n{text}"))
+}
+
+/// How many of the service's log lines so far contain `needle`.
+fn count_lines(service: &Service, needle: &str) -> usize {
+    service
+        .child
+        .lines(Source::Stderr)
+        .into_iter()
+        .filter(|line| line.contains(needle))
+        .count()
+}
+
+/// The names of the cleanup tasks in the order they ran; call after the exit.
+fn cleanups(service: &Service) -> Vec<String> {
+    service
         .child
         .lines(Source::Stderr)
         .into_iter()
         .filter(|l| l.contains("running cleanup task"))
-        .map(|l| field(l, "task"))
-        .collect();
+        .map(|l| field(l, "task").to_owned())
+        .collect()
+}
+
+/// The id of each message received, in order.
+fn published_ids(messages: &[String]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|message| {
+            let json: serde_json::Value = serde_json::from_str(message)
+                .unwrap_or_else(|e| panic!("{e}: not JSON: {message}"));
+            json["id"].as_str().expect("an id").to_owned()
+        })
+        .collect()
+}
+
+/// With `REDIS_URL`, each accepted event reaches a subscriber of channel `telemetry`;
+/// SIGTERM closes the connection in the `redis` cleanup task, before the database's:
+/// Redis counts one `QUIT` and its client list shrinks back.
+fn redis_receives_each_event_and_sigterm_closes_the_connection(demo: Demo) {
+    let server = RedisServer::start();
+    let mut subscriber = server.subscribe("telemetry");
+    let others = server.client_ids();
+    let db = TempDb::new(demo, "redis");
+    let mut service = Service::start(demo, &db, &[("REDIS_URL", &server.url())]);
+    service.log_line("connected to Redis");
     assert_eq!(
-        cleanups,
+        server.client_ids().len(),
+        others.len() + 1,
+        "the demo's connection is in the client list"
+    );
+
+    assert_eq!(service.post_event("r-1").status(), 202);
+    assert_eq!(service.post_event("r-2").status(), 202);
+    assert_eq!(service.post_event("r-1").status(), 202, "a duplicate");
+    let received: Vec<String> = (0..2)
+        .map(|_| {
+            subscriber
+                .next(WAIT)
+                .unwrap_or_else(|| panic!("no message\n{}", service.output()))
+        })
+        .collect();
+    assert_eq!(published_ids(&received), ["r-1", "r-2"]);
+    let first: serde_json::Value = serde_json::from_str(&received[0]).expect("JSON");
+    assert_eq!(first["satellite"], "sat-7");
+    assert_eq!(first["value"], 42.5);
+
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.exit_code(), 0, "{}", service.output());
+    assert_eq!(
+        cleanups(&service),
         ["redis", "database"],
         "Redis closes before the database"
     );
+    assert_eq!(count_lines(&service, "Redis connection closed"), 1);
+    assert_eq!(server.calls("quit"), 1, "the cleanup said goodbye");
+    assert_eq!(server.client_ids(), others, "the client list shrank back");
+    assert_eq!(
+        subscriber.next(Duration::from_millis(200)),
+        None,
+        "the duplicate is not published"
+    );
     assert_eq!(db.ids().len(), 2);
-
-    let refusing = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
-    let db = TempDb::new(demo, "redis-down");
-    let url = format!("redis://{refusing}");
-    let mut service = Service::start(demo, &db, &[("REDIS_URL", &url)]);
-    assert_eq!(service.post_event("kept").status(), 202);
-    service.signal(Signal::SIGTERM);
-    assert_eq!(service.exit_code(), 0, "{}", service.output());
-    assert!(service.output().contains("cannot connect to Redis"));
-    assert_eq!(db.ids(), HashSet::from(["kept".to_owned()]));
 }
 
-/// A fake Redis on 127.0.0.1 for one connection: answers `PUBLISH` with `:1` and
-/// anything else with `+OK`, and sends each command it receives.
-fn fake_redis() -> (String, mpsc::Receiver<Vec<String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("redis://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let Ok((stream, _)) = listener.accept() else {
-            return;
-        };
-        let _ = stream.set_read_timeout(Some(WAIT));
-        let Ok(mut writer) = stream.try_clone() else {
-            return;
-        };
-        let mut reader = BufReader::new(stream);
-        let mut line = String::new();
-        let mut read_line = |reader: &mut BufReader<TcpStream>| {
-            line.clear();
-            reader.read_line(&mut line).ok().filter(|n| *n > 0)?;
-            Some(line.trim_end().to_owned())
-        };
-        while let Some(count) =
-            read_line(&mut reader).and_then(|l| l.strip_prefix('*')?.parse().ok())
-        {
-            let mut command = Vec::new();
-            for _ in 0..count {
-                let (Some(_length), Some(arg)) = (read_line(&mut reader), read_line(&mut reader))
-                else {
-                    return;
-                };
-                command.push(arg);
+/// Redis killed in the middle of a write load: no request fails or waits for it, every
+/// acknowledged event is stored, the failure is logged once and counted.
+fn redis_stopped_mid_load_fails_no_request(demo: Demo) {
+    let mut server = RedisServer::start();
+    let db = TempDb::new(demo, "redis-mid-load");
+    let mut service = Service::start(demo, &db, &[("REDIS_URL", &server.url())]);
+    service.log_line("connected to Redis");
+    let addr = service.addr;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|index| {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || writer(addr, index, &stop))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    server.kill();
+    thread::sleep(Duration::from_millis(1_000));
+    stop.store(true, Ordering::Relaxed);
+    let outcomes: Vec<Outcome> = writers.into_iter().flat_map(join).collect();
+
+    let mut acknowledged = HashSet::new();
+    let mut failures = Vec::new();
+    for outcome in &outcomes {
+        match outcome {
+            Outcome::Answered {
+                id, status: 202, ..
+            } => {
+                acknowledged.insert(id.clone());
             }
-            let quit = command.first().is_some_and(|c| c == "QUIT");
-            let reply: &[u8] = if command.first().is_some_and(|c| c == "PUBLISH") {
-                b":1\r\n"
-            } else {
-                b"+OK\r\n"
-            };
-            let _ = tx.send(command);
-            if writer.write_all(reply).is_err() || quit {
-                return;
-            }
+            other => failures.push(format!("{other:?}")),
         }
-    });
-    (url, rx)
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed, e.g. {:#?}\n{}",
+        failures.len(),
+        outcomes.len(),
+        &failures[..failures.len().min(10)],
+        service.output()
+    );
+    assert!(metric(&service, "telemetry_redis_published_total") > 0.0);
+    assert!(
+        metric(&service, "telemetry_redis_failed_total") > 0.0,
+        "publishing failed after the kill"
+    );
+
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.exit_code(), 0, "{}", service.output());
+    assert_eq!(
+        count_lines(&service, "publishing to Redis failed"),
+        1,
+        "logged once, not per event\n{}",
+        service.output()
+    );
+    let stored = db.ids();
+    let missing: Vec<&String> = acknowledged.difference(&stored).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged but not stored, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    println!(
+        "redis stopped mid-load, {}: {} requests, all acknowledged and stored",
+        demo.binary,
+        outcomes.len()
+    );
+}
+
+/// A Redis that is not there at start fails nothing (logged once); once it is started,
+/// publishing begins without a restart of the service.
+fn redis_started_late_publishing_resumes(demo: Demo) {
+    let port = free_port();
+    let db = TempDb::new(demo, "redis-late");
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut service = Service::start(demo, &db, &[("REDIS_URL", &url)]);
+    service.log_line("cannot connect to Redis");
+    assert_eq!(service.post_event("early").status(), 202);
+
+    let server = RedisServer::start_on(port);
+    let mut subscriber = server.subscribe("telemetry");
+    let deadline = Instant::now() + WAIT;
+    let mut posted = Vec::new();
+    let received = loop {
+        assert!(
+            Instant::now() < deadline,
+            "publishing did not resume\n{}",
+            service.output()
+        );
+        let id = format!("late-{}", posted.len());
+        assert_eq!(service.post_event(&id).status(), 202);
+        posted.push(id);
+        if let Some(message) = subscriber.next(Duration::from_millis(100)) {
+            break message;
+        }
+    };
+    assert!(
+        posted.contains(&published_ids(&[received])[0]),
+        "an event posted once Redis was up"
+    );
+    service.log_line("Redis is back; publishing again");
+
+    service.signal(Signal::SIGTERM);
+    assert_eq!(service.exit_code(), 0, "{}", service.output());
+    assert_eq!(
+        count_lines(&service, "cannot connect to Redis"),
+        1,
+        "logged once, not per event\n{}",
+        service.output()
+    );
+    assert_eq!(server.calls("quit"), 1);
+    assert_eq!(db.ids().len(), 1 + posted.len());
 }
 
 // ----- durability: faults that are not a graceful shutdown -----------------------------
@@ -1278,7 +1398,9 @@ macro_rules! telemetry_scenarios {
                 a_second_sigint_exits_130,
                 a_second_sigterm_exits_143,
                 bad_configuration_exits_2_naming_the_variable,
-                redis_gets_each_event_and_is_closed_at_cleanup,
+                redis_receives_each_event_and_sigterm_closes_the_connection,
+                redis_stopped_mid_load_fails_no_request,
+                redis_started_late_publishing_resumes,
             );
         }
     )*};
