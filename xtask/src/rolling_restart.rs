@@ -81,12 +81,9 @@ fn rolling_restart(options: &Options) -> Result<bool, String> {
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
 
     let [frontend, port_a, port_b] = free_ports()?;
-    let template = fs::read_to_string("docs/deploy/haproxy.cfg")
-        .map_err(|e| format!("docs/deploy/haproxy.cfg: {e}"))?;
-    let config = template
-        .replace("@FRONTEND@", &frontend.to_string())
-        .replace("@SERVER_A@", &port_a.to_string())
-        .replace("@SERVER_B@", &port_b.to_string());
+    let recipe = fs::read_to_string(HAPROXY_CFG).map_err(|e| format!("{HAPROXY_CFG}: {e}"))?;
+    let config = render_haproxy(&recipe, frontend, [port_a, port_b])
+        .map_err(|e| format!("{HAPROXY_CFG}: {e}"))?;
     let config_path = work.join("haproxy.cfg");
     fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
 
@@ -148,6 +145,55 @@ fn rolling_restart(options: &Options) -> Result<bool, String> {
     let _ = haproxy.wait();
     let _ = fs::remove_dir_all(&work);
     result
+}
+
+/// The deployment recipe this check runs.
+pub const HAPROXY_CFG: &str = "docs/deploy/haproxy.cfg";
+
+/// `recipe` with the address of its one `bind` line replaced by `frontend`, and those
+/// of its `server a` and `server b` lines by `servers`; everything else as it is.
+fn render_haproxy(
+    recipe: &str,
+    frontend: SocketAddr,
+    servers: [SocketAddr; 2],
+) -> Result<String, String> {
+    let mut found = [0usize; 3];
+    let mut rendered = String::with_capacity(recipe.len());
+    for line in recipe.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let replaced = match words.as_slice() {
+            ["bind", _address, rest @ ..] => {
+                found[0] += 1;
+                Some(format!("bind {frontend} {}", rest.join(" ")))
+            }
+            ["server", name @ ("a" | "b"), _address, rest @ ..] => {
+                let index = usize::from(*name == "b");
+                found[1 + index] += 1;
+                Some(format!(
+                    "server {name} {} {}",
+                    servers[index],
+                    rest.join(" ")
+                ))
+            }
+            _ => None,
+        };
+        match replaced {
+            Some(replaced) => {
+                rendered.push_str(indent);
+                rendered.push_str(replaced.trim_end());
+            }
+            None => rendered.push_str(line),
+        }
+        rendered.push('\n');
+    }
+    match found {
+        [1, 1, 1] => Ok(rendered),
+        [bind, a, b] => Err(format!(
+            "expected one `bind` line and one line each for `server a` and `server b`; \
+             found {bind}, {a} and {b}"
+        )),
+    }
 }
 
 fn target_dir() -> PathBuf {
@@ -300,5 +346,46 @@ impl Load {
             succeeded.load(Ordering::Relaxed),
             failed.load(Ordering::Relaxed),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recipe_is_rendered_with_the_given_addresses_and_nothing_else_changes() {
+        let recipe = fs::read_to_string(format!("{}/../{HAPROXY_CFG}", env!("CARGO_MANIFEST_DIR")))
+            .expect("the recipe");
+        let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let rendered =
+            render_haproxy(&recipe, addr(40000), [addr(40001), addr(40002)]).expect("rendered");
+        assert!(
+            rendered.contains("    bind 127.0.0.1:40000\n"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("    server a 127.0.0.1:40001 check\n"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("    server b 127.0.0.1:40002 check\n"),
+            "{rendered}"
+        );
+        let changed: Vec<(&str, &str)> = recipe
+            .lines()
+            .zip(rendered.lines())
+            .filter(|(before, after)| before != after)
+            .collect();
+        assert_eq!(changed.len(), 3, "{changed:#?}");
+        assert_eq!(recipe.lines().count(), rendered.lines().count());
+    }
+
+    #[test]
+    fn a_recipe_without_its_two_servers_is_an_error() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let err = render_haproxy("frontend web\n    bind :80\n", addr, [addr, addr])
+            .expect_err("no servers");
+        assert!(err.contains("found 1, 0 and 0"), "{err}");
     }
 }
