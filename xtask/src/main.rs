@@ -1,7 +1,10 @@
 //! Project automation, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
 //!
 //! - `ci`: every check CI runs, in order; the first failing step stops the run with its
-//!   exit code.
+//!   exit code. A check whose tool is missing is skipped, and said so at the start and
+//!   at the end.
+//! - `recipes`: only the checks of `docs/deploy` by the tools that read the files:
+//!   `haproxy -c` and `kubernetes-validate`.
 //! - `loom`: only the `loom` model checks of `shutdown-core`.
 //! - `mutants`: applies bugs the request tracker is exposed to, one at a time, to a
 //!   scratch copy, and requires the loom models (or miri) to catch each one.
@@ -36,18 +39,22 @@ const LOOM_RUSTFLAGS: &str = "--cfg loom -D warnings";
 struct Step {
     name: &'static str,
     program: &'static str,
-    args: Vec<&'static str>,
+    args: Vec<String>,
     env: Vec<(&'static str, &'static str)>,
 }
 
 impl Step {
-    fn cargo(name: &'static str, args: &[&'static str]) -> Self {
+    fn new(name: &'static str, program: &'static str, args: &[&str]) -> Self {
         Self {
             name,
-            program: "cargo",
-            args: args.to_vec(),
+            program,
+            args: args.iter().map(|&arg| arg.to_owned()).collect(),
             env: Vec::new(),
         }
+    }
+
+    fn cargo(name: &'static str, args: &[&str]) -> Self {
+        Self::new(name, "cargo", args)
     }
 
     fn env(mut self, key: &'static str, value: &'static str) -> Self {
@@ -61,6 +68,7 @@ fn main() -> ExitCode {
     let mut warnings = Vec::new();
     let steps = match args.first().map(String::as_str) {
         Some("ci") => ci_steps(&mut warnings),
+        Some("recipes") => recipe_steps(&mut warnings),
         Some("loom") => vec![loom_step()],
         Some("mutants") => {
             return mutants::run(args.get(1).is_some_and(|a| a == "--every-check"));
@@ -72,11 +80,12 @@ fn main() -> ExitCode {
         Some("bench-writes") => return bench::run_writes(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|loom|mutants|miri|valgrind|bench|bench-writes|rolling-restart>"
+                "usage: cargo xtask <ci|recipes|loom|mutants|miri|valgrind|bench|bench-writes|rolling-restart>"
             );
             eprintln!(
-                "  ci    fmt, clippy, binaries, tests, doc tests, loom, mutants, docs, miri: what CI runs"
+                "  ci    fmt, recipes, clippy, binaries, tests, doc tests, loom, mutants, docs, miri: what CI runs"
             );
+            eprintln!("  recipes  docs/deploy checked by haproxy -c and kubernetes-validate");
             eprintln!("  loom  the loom model checks of shutdown-core");
             eprintln!(
                 "  mutants [--every-check]  the tracker's bugs, one at a time: loom or miri must fail"
@@ -119,8 +128,10 @@ fn ci_steps(warnings: &mut Vec<String>) -> Vec<Step> {
             ],
         )
     };
-    let mut steps = vec![
-        Step::cargo("fmt", &["fmt", "--all", "--", "--check"]),
+    let recipes = recipe_steps(warnings);
+    let mut steps = vec![Step::cargo("fmt", &["fmt", "--all", "--", "--check"])];
+    steps.extend(recipes);
+    steps.extend([
         Step::cargo(
             "clippy",
             &[
@@ -151,7 +162,7 @@ fn ci_steps(warnings: &mut Vec<String>) -> Vec<Step> {
             &["doc", "--workspace", "--all-features", "--no-deps"],
         )
         .env("RUSTDOCFLAGS", "-D warnings"),
-    ];
+    ]);
     if succeeds("cargo", &["+nightly", "miri", "--version"]) {
         steps.extend(miri_steps());
     } else if succeeds("valgrind", &["--version"]) {
@@ -178,6 +189,70 @@ fn ci_steps(warnings: &mut Vec<String>) -> Vec<Step> {
         warnings.push("haproxy is not installed: the rolling-restart check is skipped".to_owned());
     }
     steps
+}
+
+/// The deployment recipes checked by the tools that read them: `haproxy -c` on
+/// `docs/deploy/haproxy.cfg`, and `kubernetes-validate` (PyPI) on
+/// `docs/deploy/kubernetes.yaml` against the API schemas of the two newest Kubernetes
+/// versions it knows (its own version is the newest, e.g. 1.37.0: 1.37 and 1.36).
+fn recipe_steps(warnings: &mut Vec<String>) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if succeeds("haproxy", &["-v"]) {
+        steps.push(Step::new(
+            "haproxy recipe",
+            "haproxy",
+            &["-c", "-f", rolling_restart::HAPROXY_CFG],
+        ));
+    } else {
+        warnings.push(format!(
+            "{}: haproxy is not installed (Debian: apt-get install haproxy): its check is SKIPPED",
+            rolling_restart::HAPROXY_CFG
+        ));
+    }
+    match newest_kubernetes_versions() {
+        Ok([newest, previous]) => {
+            let mut step = Step::new(
+                "Kubernetes recipe",
+                "kubernetes-validate",
+                &["--strict", "--kubernetes-version", &newest],
+            );
+            step.args.extend([
+                "--kubernetes-version".into(),
+                previous,
+                KUBERNETES_YAML.into(),
+            ]);
+            steps.push(step);
+        }
+        Err(error) => warnings.push(format!(
+            "{KUBERNETES_YAML}: {error} (pip install kubernetes-validate): its check is SKIPPED"
+        )),
+    }
+    steps
+}
+
+const KUBERNETES_YAML: &str = "docs/deploy/kubernetes.yaml";
+
+/// The two newest Kubernetes versions `kubernetes-validate` knows, newest first: its
+/// own version names the newest (`1.37.0` validates up to Kubernetes 1.37).
+fn newest_kubernetes_versions() -> Result<[String; 2], String> {
+    let output = Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+        .map_err(|_| "kubernetes-validate is not installed".to_owned())?;
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let parsed = version
+        .split('.')
+        .take(2)
+        .map(str::parse::<u32>)
+        .collect::<Vec<_>>();
+    match parsed.as_slice() {
+        [Ok(major), Ok(minor)] if output.status.success() && *minor > 0 => {
+            Ok([format!("{major}.{minor}"), format!("{major}.{}", minor - 1)])
+        }
+        _ => Err(format!(
+            "kubernetes-validate --version answered {version:?}, not a version like 1.37.0"
+        )),
+    }
 }
 
 /// Whether `program args` runs and exits with success: is a tool installed?
