@@ -74,11 +74,20 @@ impl Drop for TempDb {
 }
 
 fn config(db: &TempDb, redis_url: &str) -> Config {
+    config_with(db, redis_url, "durable")
+}
+
+/// With `ack_mode`, and room in the buffer for more than the publish queue holds.
+fn config_with(db: &TempDb, redis_url: &str, ack_mode: &str) -> Config {
     let path = OsString::from(db.0.as_os_str());
     let url = OsString::from(redis_url);
+    let ack_mode = OsString::from(ack_mode);
+    let capacity = OsString::from((2 * QUEUE).to_string());
     Config::from_lookup(|name| match name {
         "DATABASE_PATH" => Some(path.clone()),
         "REDIS_URL" => Some(url.clone()),
+        "ACK_MODE" => Some(ack_mode.clone()),
+        "BUFFER_CAPACITY" => Some(capacity.clone()),
         _ => None,
     })
     .expect("a valid test configuration")
@@ -142,7 +151,7 @@ async fn ingest_until_published(
             "publishing did not resume"
         );
         let id = format!("{prefix}-{}", ids.len());
-        assert_eq!(telemetry.ingest(&event(&id)).status, 202);
+        assert_eq!(telemetry.ingest(&event(&id)).await.status, 202);
         ids.push(id);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -195,11 +204,15 @@ fn each_event_is_published_and_the_cleanup_closes_the_connection_before_the_data
             server.client_ids().len() == others.len() + 1
         })
         .await;
-        assert_eq!(telemetry.ingest(&event("r1")).status, 202);
-        assert_eq!(telemetry.ingest(&event("r2")).status, 202);
-        assert_eq!(telemetry.ingest(&event("r1")).status, 202, "a duplicate");
+        assert_eq!(telemetry.ingest(&event("r1")).await.status, 202);
+        assert_eq!(telemetry.ingest(&event("r2")).await.status, 202);
+        assert_eq!(
+            telemetry.ingest(&event("r1")).await.status,
+            202,
+            "a duplicate"
+        );
         until("both are published", || counters.get(REDIS_PUBLISHED) == 2).await;
-        assert_eq!(telemetry.ingest(&event("r3")).status, 202);
+        assert_eq!(telemetry.ingest(&event("r3")).await.status, 202);
 
         shut_down(&shutdown).await;
         // This process lives on: the cleanup task itself closed the connection.
@@ -242,7 +255,7 @@ fn a_redis_down_at_start_is_logged_once_and_publishing_starts_when_it_comes_up()
             .await
             .expect("a Redis that is down does not fail the start");
         for id in ["d1", "d2", "d3"] {
-            assert_eq!(telemetry.ingest(&event(id)).status, 202);
+            assert_eq!(telemetry.ingest(&event(id)).await.status, 202);
         }
         until("the three are counted as failed", || {
             counters.get(REDIS_FAILED) == 3
@@ -291,12 +304,12 @@ fn a_redis_that_goes_away_is_logged_once_and_publishing_resumes_when_it_is_back(
         let config = config(&db, &server.url());
         let shutdown = Shutdown::new(config.shutdown.clone());
         let telemetry = Telemetry::start(&config, &shutdown).await.expect("start");
-        assert_eq!(telemetry.ingest(&event("before")).status, 202);
+        assert_eq!(telemetry.ingest(&event("before")).await.status, 202);
         until("it is published", || counters.get(REDIS_PUBLISHED) == 1).await;
 
         server.kill();
         for id in ["gone-1", "gone-2", "gone-3"] {
-            assert_eq!(telemetry.ingest(&event(id)).status, 202);
+            assert_eq!(telemetry.ingest(&event(id)).await.status, 202);
             tokio::task::yield_now().await;
         }
         until("the three are counted as failed", || {
@@ -349,12 +362,12 @@ fn a_redis_that_stops_answering_times_out_and_a_new_connection_is_made() {
         let config = config(&db, &server.url());
         let shutdown = Shutdown::new(config.shutdown.clone());
         let telemetry = Telemetry::start(&config, &shutdown).await.expect("start");
-        assert_eq!(telemetry.ingest(&event("before")).status, 202);
+        assert_eq!(telemetry.ingest(&event("before")).await.status, 202);
         until("it is published", || counters.get(REDIS_PUBLISHED) == 1).await;
         let connected = server.client_ids();
 
         server.freeze();
-        assert_eq!(telemetry.ingest(&event("frozen")).status, 202);
+        assert_eq!(telemetry.ingest(&event("frozen")).await.status, 202);
         until("it is counted as failed after the timeout", || {
             counters.get(REDIS_FAILED) == 1
         })
@@ -391,7 +404,8 @@ fn a_redis_that_stops_answering_times_out_and_a_new_connection_is_made() {
 #[test]
 fn a_full_queue_drops_and_counts_without_waiting() {
     // Nothing listens there: the publisher fails, but the queue fills first, since the
-    // events below are ingested without yielding to its task.
+    // events below are ingested without yielding to its task (in buffered mode an
+    // ingest does not wait for a commit).
     let port = free_port();
     let db = TempDb::new("full");
     let recorder = DebuggingRecorder::new();
@@ -399,11 +413,11 @@ fn a_full_queue_drops_and_counts_without_waiting() {
     let (logs, _guard) = Captured::install();
 
     run(&recorder, async {
-        let config = config(&db, &format!("redis://127.0.0.1:{port}"));
+        let config = config_with(&db, &format!("redis://127.0.0.1:{port}"), "buffered");
         let shutdown = Shutdown::new(config.shutdown.clone());
         let telemetry = Telemetry::start(&config, &shutdown).await.expect("start");
         for i in 0..QUEUE + 10 {
-            assert_eq!(telemetry.ingest(&event(&format!("q{i}"))).status, 202);
+            assert_eq!(telemetry.ingest(&event(&format!("q{i}"))).await.status, 202);
         }
         assert_eq!(counters.get(REDIS_DROPPED), 10);
         shut_down(&shutdown).await;
