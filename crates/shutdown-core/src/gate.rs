@@ -23,8 +23,16 @@ use std::sync::Arc;
 use crate::{RequestGuard, Shutdown};
 
 /// The paths exempt by default: probes and the last metrics scrapes keep working while
-/// the service drains.
-pub const DEFAULT_EXEMPT_PATHS: [&str; 3] = ["/health/live", "/health/ready", "/metrics"];
+/// the service drains. The HTTP probes, `/metrics`, and the two methods of the standard
+/// gRPC health service (`grpc.health.v1.Health`), whose `Watch` streams never end by
+/// themselves and must not hold the drain open.
+pub const DEFAULT_EXEMPT_PATHS: [&str; 5] = [
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+];
 
 /// How much of a rejected HTTP/1.x request's body adapters read and throw away before
 /// sending the `503` message, by default: 1 MiB (see [`RequestGate::with_discard_limit`]).
@@ -510,7 +518,8 @@ macro_rules! drain_layer {
 
         impl $name {
             /// Tracks requests on `shutdown` with the default policy: exempts
-            /// `/health/live`, `/health/ready` and `/metrics`, answers rejected requests
+            /// `/health/live`, `/health/ready`, `/metrics` and the gRPC health service
+            /// (`shutdown_core::DEFAULT_EXEMPT_PATHS`), answers rejected requests
             /// with the `Retry-After` of the shutdown's configuration, and reads up to
             /// 1 MiB of a rejected HTTP/1.x request's body (see
             /// `shutdown_core::RequestGate::new`).

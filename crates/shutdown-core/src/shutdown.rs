@@ -287,6 +287,35 @@ impl Shutdown {
         self.inner.triggered.cancelled().await;
     }
 
+    /// Resolves once the drain has begun (after the pre-stop delay): the drain signal
+    /// for handlers of long-lived responses (a server stream, an SSE or WebSocket
+    /// session), which should then end their response properly instead of waiting to
+    /// be cut at the deadline. [`request_token`](Self::request_token) is the later
+    /// signal, at the deadline. Cancel-safe; resolves at once when the drain has
+    /// already begun.
+    ///
+    /// ```
+    /// use shutdown_core::Shutdown;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let shutdown = Shutdown::default();
+    /// let stream = tokio::spawn({
+    ///     let shutdown = shutdown.clone();
+    ///     async move {
+    ///         shutdown.draining().await;
+    ///         "ended with a status"
+    ///     }
+    /// });
+    /// shutdown.request_shutdown("deploy");
+    /// shutdown.drain().await;
+    /// assert_eq!(stream.await.unwrap(), "ended with a status");
+    /// # }
+    /// ```
+    pub async fn draining(&self) {
+        self.reached(Phase::Draining).await;
+    }
+
     // ----- cancellation and background tasks ------------------------------------------
 
     /// The root token: cancelled after the drain, when background work must stop

@@ -351,3 +351,32 @@ async fn a_drain_dropped_and_called_again_keeps_the_deadline_of_its_start() {
         "the drain began once: no second `Draining`"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_drain_signal_fires_when_the_drain_begins_not_at_the_trigger() {
+    let shutdown = Shutdown::new(config(30).with_pre_stop_delay(Duration::from_secs(5)));
+    let stream = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.draining().await;
+            Instant::now()
+        }
+    });
+    let drain = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { shutdown.drain().await }
+    });
+    let start = Instant::now();
+    shutdown.request_shutdown("deploy");
+    let ended_at = stream.await.expect("stream task");
+    assert_eq!(
+        ended_at - start,
+        Duration::from_secs(5),
+        "after the pre-stop delay, not at the trigger"
+    );
+    assert!(shutdown.is_draining());
+    drain.await.expect("drain task");
+    tokio::time::timeout(Duration::ZERO, shutdown.draining())
+        .await
+        .expect("resolves at once once the drain has begun");
+}
