@@ -1,0 +1,255 @@
+//! [`serve`]: a gRPC server that follows the shutdown sequence, with the drain's
+//! deadline and a bounded stop.
+//!
+//! tonic's `Server::serve_with_shutdown(addr, signal)` cannot do what a drain needs:
+//! when `signal` resolves it stops accepting **and** asks every connection to close
+//! (`GOAWAY`) at once, then waits for every connection **with no deadline**, so an
+//! RPC arriving during the drain is refused at the TCP level, and one open stream (or
+//! a client that stops reading) keeps the process alive for ever. [`serve`] runs its
+//! own accept loop on hyper instead:
+//!
+//! | moment | connections | listener |
+//! |---|---|---|
+//! | trigger, pre-stop delay | served as usual | open |
+//! | drain begins | each gets a graceful `GOAWAY` (hyper's `graceful_shutdown`): its open RPCs finish, new RPCs go to a new connection | open: a late connection is served (its RPCs get `UNAVAILABLE`) and sent `GOAWAY` at once |
+//! | drain ended (all done, or the deadline) | given [`server_stop_timeout`](shutdown_core::ShutdownConfig::server_stop_timeout) to close, then dropped | closed |
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use shutdown_core::{CancellationToken, ServeError, Shutdown, ShutdownReport};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tonic::transport::server::TcpConnectInfo;
+use tower_service::Service;
+use tracing::{debug, info, warn};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// How long the accept loop pauses after an error that is not about one connection
+/// (out of file descriptors), before it accepts again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves `app` (your services behind [`DrainLayer`](crate::DrainLayer)) over HTTP/2 on
+/// `listener` until the shutdown, then runs the rest of the sequence and returns its
+/// report.
+///
+/// It is [`Shutdown::run_server`] around an accept loop on hyper:
+///
+/// 1. serves, with the listener open, until [`Shutdown::drain`] has ended. When the
+///    drain begins (after the pre-stop delay) every connection is sent a graceful
+///    `GOAWAY`: its open RPCs and streams go on, and the client opens its next RPCs on
+///    a new connection, elsewhere once the load balancer has taken this instance out.
+///    Connections accepted during the drain are served (their RPCs get `UNAVAILABLE`
+///    from the layer) and sent `GOAWAY` at once;
+/// 2. then closes the listener and gives the connections
+///    [`ShutdownConfig::server_stop_timeout`](shutdown_core::ShutdownConfig::server_stop_timeout)
+///    (default 1 s) to close; what is left (a stream past the drain deadline, a client
+///    that stopped reading) is dropped. So `serve` returns by the deadline plus that
+///    bound, whatever a client does;
+/// 3. runs [`Shutdown::run`]: background tasks, cleanup (after the server has stopped),
+///    and returns the report.
+///
+/// Each request carries tonic's [`TcpConnectInfo`] (so `Request::remote_addr` works),
+/// and accepted sockets have `TCP_NODELAY`, as with tonic's `Server`. tonic's
+/// `Server` settings (`timeout`, concurrency limits, keep-alive, TLS) do not apply:
+/// add tower layers to `app` for limits.
+///
+/// Apply [`DrainLayer`](crate::DrainLayer) to `app` yourself: this function does not
+/// add it. Install the signal handlers (`shutdown-signal`) before calling it.
+///
+/// ```no_run
+/// use drain_tonic::{DrainLayer, health_service};
+/// use shutdown_core::{Shutdown, ShutdownConfig};
+/// use tower_layer::Layer;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let shutdown = Shutdown::new(ShutdownConfig::from_env()?);
+/// shutdown_signal::install(&shutdown)?;
+/// let (_reporter, health) = health_service(&shutdown);
+/// let routes = tonic::service::Routes::new(health); // .add_service(GreeterServer::new(..))
+/// let app = DrainLayer::new(shutdown.clone()).layer(routes);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
+/// let report = drain_tonic::serve(listener, app, &shutdown).await?;
+/// std::process::exit(report.exit_code());
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`ServeError`] if the accept loop fails for good (never with a `TcpListener`, whose
+/// errors are retried). The shutdown is then triggered and run, and the error carries
+/// the report.
+///
+/// # Cancel safety
+///
+/// Dropping the future closes the listener and drops every connection, without running
+/// the shutdown sequence.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    app: S,
+    shutdown: &Shutdown,
+) -> Result<ShutdownReport, ServeError>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (stop, stopped) = oneshot::channel::<()>();
+    info!("serving gRPC; the listener stays open until the drain has ended");
+    let server = accept_loop(listener, app, shutdown.clone(), stopped);
+    shutdown
+        .run_server(server, move || {
+            let _ = stop.send(());
+        })
+        .await
+}
+
+async fn accept_loop<S, B>(
+    listener: TcpListener,
+    app: S,
+    shutdown: Shutdown,
+    stopped: oneshot::Receiver<()>,
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
+    let goaway = CancellationToken::new();
+    let mut connections = JoinSet::new();
+    let mut draining = pin!(shutdown.draining());
+    let mut drain_begun = false;
+    let mut stopped = pin!(stopped);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            () = &mut draining, if !drain_begun => {
+                drain_begun = true;
+                goaway.cancel();
+                info!(connections = connections.len(), "drain begun: GOAWAY sent to every connection");
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(connection(stream, app.clone(), builder.clone(), goaway.clone()));
+                }
+                Err(error) if is_connection_error(&error) => {
+                    debug!(error = %error, "a connection failed before it was accepted");
+                }
+                Err(error) => {
+                    warn!(error = %error, "accept failed; retrying");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    goaway.cancel();
+    let stop_timeout = shutdown.config().server_stop_timeout();
+    let closed = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(stop_timeout, closed).await.is_err() {
+        warn!(
+            connections = connections.len(),
+            "connections still open at the stop timeout are dropped"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Serves one connection; sends it a graceful `GOAWAY` once `goaway` is cancelled.
+fn connection<S, B>(
+    stream: TcpStream,
+    app: S,
+    builder: http2::Builder<TokioExecutor>,
+    goaway: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let _ = stream.set_nodelay(true);
+    let info = TcpConnectInfo {
+        local_addr: stream.local_addr().ok(),
+        remote_addr: stream.peer_addr().ok(),
+    };
+    let service = WithConnectInfo { inner: app, info };
+    async move {
+        let mut conn =
+            pin!(builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+        let ended = tokio::select! {
+            ended = conn.as_mut() => Some(ended),
+            () = goaway.cancelled() => None,
+        };
+        let ended = match ended {
+            Some(ended) => ended,
+            None => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(error) = ended {
+            debug!(error = %error, "connection ended with an error");
+        }
+    }
+}
+
+/// Adds the connection's [`TcpConnectInfo`] to each request, as tonic's server does.
+#[derive(Clone)]
+struct WithConnectInfo<S> {
+    inner: S,
+    info: TcpConnectInfo,
+}
+
+impl<S, B> Service<Request<B>> for WithConnectInfo<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.info.clone());
+        self.inner.call(request)
+    }
+}
+
+/// Errors of one connection, which the next `accept` does not repeat.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
