@@ -1,0 +1,320 @@
+//! The drain contract (`drain-contract`), run against drain-tonic's `DrainLayer` around
+//! a plain tower service, where it applies; and its gRPC counterparts where it does not.
+//!
+//! The scenarios that involve no rejection run as they are: admitted requests are
+//! counted until their body has ended (streams included), released however they end,
+//! and get `Connection: close` on HTTP/1.x (gRPC-web) from the trigger on. The five
+//! that assert the HTTP `503` (its status, `Retry-After`, text body, and the reading of
+//! a rejected HTTP/1.x body before it) do not apply: gRPC maps a rejection to a
+//! trailers-only `UNAVAILABLE`. The tests after `contract_tests!` check the same rules
+//! in that form.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use drain_contract::{Adapter, Chunks, Method, Request, Response, Routes, Upload, Version};
+use drain_tonic::{DrainLayer, GuardedBody};
+use drain_tower::{Liveness, Readiness};
+use http::{Response as HttpResponse, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use shutdown_core::{RequestGate, Shutdown, ShutdownConfig};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tower::util::BoxCloneService;
+use tower::{Layer, ServiceExt, service_fn};
+
+type TestBody = UnsyncBoxBody<Bytes, io::Error>;
+type App =
+    drain_tonic::Drain<BoxCloneService<http::Request<TestBody>, HttpResponse<TestBody>, io::Error>>;
+
+struct Tonic {
+    app: App,
+}
+
+/// A body that cannot fail, boxed.
+fn boxed<B>(body: B) -> TestBody
+where
+    B: Body<Data = Bytes, Error = Infallible> + Send + 'static,
+{
+    body.map_err(|never: Infallible| -> io::Error { match never {} })
+        .boxed_unsync()
+}
+
+fn stream_body<S>(stream: S) -> TestBody
+where
+    S: futures_core::Stream<Item = Result<Bytes, io::Error>> + Send + Unpin + 'static,
+{
+    StreamBody::new(MapFrames(stream)).boxed_unsync()
+}
+
+/// A stream of chunks as a stream of data frames.
+struct MapFrames<S>(S);
+
+impl<S> futures_core::Stream for MapFrames<S>
+where
+    S: futures_core::Stream<Item = Result<Bytes, io::Error>> + Unpin,
+{
+    type Item = Result<Frame<Bytes>, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|item| item.map(|chunk| chunk.map(Frame::data)))
+    }
+}
+
+fn text(status: StatusCode, text: String) -> HttpResponse<TestBody> {
+    let mut response = HttpResponse::new(boxed(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    response
+}
+
+async fn handle(
+    routes: Routes,
+    shutdown: Shutdown,
+    request: http::Request<TestBody>,
+) -> Result<HttpResponse<TestBody>, io::Error> {
+    let path = request.uri().path().to_owned();
+    match path.as_str() {
+        "/health/ready" => return Ok(Readiness::new(shutdown).response().map(boxed)),
+        "/health/live" => return Ok(Liveness::new().response().map(boxed)),
+        _ => {}
+    }
+    routes.called();
+    match path.as_str() {
+        "/" => Ok(text(StatusCode::OK, "ok".into())),
+        "/stream" => Ok(HttpResponse::new(stream_body(Box::pin(
+            routes.stream_body(),
+        )))),
+        "/upgrade" => Ok(HttpResponse::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(boxed(Empty::new()))
+            .expect("a valid response")),
+        "/upload" => {
+            let body = request.into_body().collect().await?.to_bytes();
+            Ok(text(
+                StatusCode::OK,
+                format!("received {} bytes", body.len()),
+            ))
+        }
+        "/wait" => {
+            routes.released().await;
+            Ok(text(StatusCode::OK, "done".into()))
+        }
+        "/fail" => Err(io::Error::other("the handler failed")),
+        "/forever" => std::future::pending().await,
+        _ => Ok(text(StatusCode::NOT_FOUND, String::new())),
+    }
+}
+
+impl Adapter for Tonic {
+    async fn build(gate: RequestGate, routes: Routes) -> Self {
+        let shutdown = gate.shutdown().clone();
+        let inner = service_fn(move |request: http::Request<TestBody>| {
+            handle(routes.clone(), shutdown.clone(), request)
+        });
+        Self {
+            app: DrainLayer::from_gate(gate).layer(BoxCloneService::new(inner)),
+        }
+    }
+
+    async fn send(&self, request: Request) -> Response {
+        let method = match request.method {
+            Method::Get => http::Method::GET,
+            Method::Head => http::Method::HEAD,
+            Method::Post => http::Method::POST,
+        };
+        let version = match request.version {
+            Version::Http10 => http::Version::HTTP_10,
+            Version::Http11 => http::Version::HTTP_11,
+            Version::Http2 => http::Version::HTTP_2,
+        };
+        let body = match request.body {
+            Some(upload) => stream_body(upload),
+            None => boxed(Empty::new()),
+        };
+        let http_request = http::Request::builder()
+            .method(method)
+            .uri(request.path)
+            .version(version)
+            .body(body)
+            .expect("a valid request");
+        match self.app.clone().oneshot(http_request).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                Response {
+                    status: parts.status.as_u16(),
+                    headers: parts
+                        .headers
+                        .iter()
+                        .map(|(n, v)| {
+                            (n.as_str().to_owned(), v.to_str().expect("ASCII").to_owned())
+                        })
+                        .collect(),
+                    body: Box::pin(Frames(body)),
+                }
+            }
+            Err(_) => Response {
+                status: 500,
+                headers: Vec::new(),
+                body: Box::pin(Frames(GuardedBody::new(boxed(Empty::new()), None))),
+            },
+        }
+    }
+
+    fn block_on(scenario: impl Future<Output = ()>) {
+        drain_contract::block_on_tokio(scenario);
+    }
+}
+
+/// An http-body body, chunk by chunk.
+struct Frames<B>(B);
+
+impl<B> Chunks for Frames<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    fn poll_chunk(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, String>>> {
+        loop {
+            return match std::task::ready!(Pin::new(&mut self.0).poll_frame(cx)) {
+                None => Poll::Ready(None),
+                Some(Err(error)) => Poll::Ready(Some(Err(error.to_string()))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(data))),
+                    Err(_trailers) => continue,
+                },
+            };
+        }
+    }
+}
+
+drain_contract::contract_tests!(@each Tonic;
+    before_the_trigger_requests_are_served_and_keep_their_connection,
+    during_the_pre_stop_delay_requests_are_served_with_connection_close,
+    a_streaming_body_holds_its_request_in_flight_until_its_last_chunk,
+    a_response_ready_after_the_trigger_carries_connection_close,
+    an_admitted_upload_reaches_its_handler_whole,
+    a_request_is_released_however_it_ends,
+);
+
+// ----- the rejection scenarios, in gRPC terms ------------------------------------------
+
+/// An adapter on a new shutdown whose drain has begun, configured like the contract's.
+async fn draining(configure: impl FnOnce(RequestGate) -> RequestGate) -> (Shutdown, Routes, Tonic) {
+    let shutdown = Shutdown::new(
+        ShutdownConfig::new()
+            .with_retry_after(Duration::from_secs(drain_contract::RETRY_AFTER_SECS)),
+    );
+    let routes = Routes::default();
+    let app = Tonic::build(
+        configure(RequestGate::new(shutdown.clone())),
+        routes.clone(),
+    )
+    .await;
+    shutdown.request_shutdown("contract");
+    shutdown.drain().await;
+    (shutdown, routes, app)
+}
+
+/// Asserts the trailers-only `UNAVAILABLE` of a rejection.
+async fn assert_unavailable(response: Response, what: &str) {
+    assert_eq!(response.status, 200, "{what}: gRPC errors travel with 200");
+    assert_eq!(response.header("grpc-status"), Some("14"), "{what}");
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/grpc"),
+        "{what}"
+    );
+    let pushback = (drain_contract::RETRY_AFTER_SECS * 1000).to_string();
+    assert_eq!(
+        response.header("grpc-retry-pushback-ms"),
+        Some(pushback.as_str()),
+        "{what}"
+    );
+    assert!(response.header("grpc-message").is_some(), "{what}");
+    assert_eq!(
+        response.text().await,
+        "",
+        "{what}: trailers-only, no message"
+    );
+}
+
+#[test]
+fn during_the_drain_new_rpcs_get_unavailable_and_exempt_paths_are_served() {
+    Tonic::block_on(async {
+        for version in Version::ALL {
+            let (shutdown, routes, app) = draining(|gate| gate).await;
+            let rpc = Request::get("/helloworld.Greeter/SayHello").over(version);
+            assert_unavailable(app.send(rpc).await, "an RPC").await;
+            assert_eq!(routes.calls(), 0, "a rejected RPC reaches no handler");
+            let response = app.send(Request::get("/").over(version)).await;
+            assert_eq!(response.closes(), version.is_http1(), "over {version:?}");
+            assert_unavailable(response, "GET /").await;
+
+            for path in [
+                "/grpc.health.v1.Health/Check",
+                "/grpc.health.v1.Health/Watch",
+            ] {
+                let response = app.send(Request::get(path).over(version)).await;
+                assert_eq!(response.header("grpc-status"), None, "{path} is exempt");
+            }
+            let live = app.send(Request::get("/health/live").over(version)).await;
+            assert_eq!(live.status, 200);
+            assert_eq!(
+                routes.calls(),
+                2,
+                "the health methods reached their handler"
+            );
+            assert_eq!(shutdown.rejected(), 2);
+            assert_eq!(shutdown.in_flight(), 0);
+        }
+    });
+}
+
+#[test]
+fn a_rejected_rpc_body_is_not_read() {
+    Tonic::block_on(async {
+        for version in [Version::Http11, Version::Http2] {
+            let (_shutdown, routes, app) = draining(|gate| gate).await;
+            let (upload, read) = Upload::new(64);
+            let response = app.send(Request::upload(upload).over(version)).await;
+            assert_unavailable(response, "an upload").await;
+            assert_eq!(
+                read.load(Ordering::SeqCst),
+                0,
+                "over {version:?}: the request is dropped with its body"
+            );
+            assert_eq!(routes.calls(), 0);
+        }
+    });
+}
+
+#[test]
+fn exempt_paths_follow_the_gate_in_grpc_terms() {
+    Tonic::block_on(async {
+        let (_shutdown, _routes, app) = draining(|gate| gate.with_exempt_paths(["/"])).await;
+        let response = app.send(Request::get("/")).await;
+        assert_eq!(response.text().await, "ok", "exempt by the list");
+        let live = app.send(Request::get("/health/live")).await;
+        assert_unavailable(live, "no longer exempt").await;
+
+        let (shutdown, _routes, app) =
+            draining(|gate| gate.with_exempt(|path| path.starts_with("/up"))).await;
+        let (upload, _) = Upload::new(1);
+        let response = app.send(Request::upload(upload)).await;
+        assert_eq!(response.status, 200, "exempt by the predicate");
+        assert_eq!(response.header("grpc-status"), None);
+        assert_eq!(shutdown.rejected(), 0);
+    });
+}
