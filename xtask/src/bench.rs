@@ -12,6 +12,10 @@
 //!   under `wrk`, alternating, 3 rounds; and 10,000 requests in flight drained;
 //! - writes (`bench_writes`): `POST /telemetry` throughput and p99 latency of the demo
 //!   by `ACK_MODE`: durable (group commit), buffered, one transaction per request.
+//! - gRPC (`tonic-bench`, release build): unary RPCs per second through tonic's
+//!   `Server`, with its `serve_with_shutdown`, with `DrainLayer`, and through
+//!   `drain_tonic::serve`, as ratios of one run; and the time to exit with a stream
+//!   open (tonic's, bounded: it never exits).
 //!
 //! Nothing here is a test: the figures are reported, never asserted.
 
@@ -123,6 +127,15 @@ fn bench() -> Result<(), String> {
     let end_to_end = crate::bench_e2e::run()?;
     let scale = crate::bench_e2e::scale()?;
     let writes = crate::bench_writes::run()?;
+    let grpc = cargo(&[
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "e2e-tests",
+        "--bin",
+        "tonic-bench",
+    ])?;
 
     let mut summary = String::new();
     let _ = writeln!(summary, "# Benchmark summary\n");
@@ -247,7 +260,7 @@ fn bench() -> Result<(), String> {
         summary,
         "## Latencies\n\n| measurement | median / p50 | p99 / max | target |\n|---|---|---|---|\n{drain_row}\n{shutdown_row}"
     );
-    let _ = writeln!(summary, "\n{end_to_end}\n\n{scale}\n\n{writes}");
+    let _ = writeln!(summary, "\n{end_to_end}\n\n{scale}\n\n{writes}\n\n{}", grpc.trim_end());
     fs::write("docs/bench-summary.md", &summary)
         .map_err(|e| format!("docs/bench-summary.md: {e}"))?;
     include_in_performance_md(&summary)?;
