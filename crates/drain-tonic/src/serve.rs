@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | trigger, pre-stop delay | served as usual | open |
 //! | drain begins | each gets a graceful `GOAWAY` (hyper's `graceful_shutdown`): its open RPCs finish, new RPCs go to a new connection | open: a late connection is served (its RPCs get `UNAVAILABLE`) and sent `GOAWAY` at once |
+//! | handoff (`Trigger::Handoff`, `shutdown-handoff`) | `GOAWAY` at once; RPCs on open connections are served through the handoff grace, never rejected | closed at once: the successor accepts |
 //! | drain ended (all done, or the deadline) | given [`server_stop_timeout`](shutdown_core::ShutdownConfig::server_stop_timeout) to close, then dropped | closed |
 
 use std::error::Error as StdError;
@@ -27,7 +28,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use shutdown_core::{CancellationToken, ServeError, Shutdown, ShutdownReport};
+use shutdown_core::{AcceptUntilHandoff, CancellationToken, ServeError, Shutdown, ShutdownReport};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -60,6 +61,11 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 ///    bound, whatever a client does;
 /// 3. runs [`Shutdown::run`]: background tasks, cleanup (after the server has stopped),
 ///    and returns the report.
+///
+/// At a handoff (`Trigger::Handoff`, an in-place restart with `shutdown-handoff`) the
+/// listener stops accepting at once (the successor accepts on the same socket) and
+/// every connection gets its `GOAWAY` at once; RPCs still arriving on them are served,
+/// not rejected, through the handoff grace.
 ///
 /// Each request carries tonic's [`TcpConnectInfo`] (so `Request::remote_addr` works),
 /// and accepted sockets have `TCP_NODELAY`, as with tonic's `Server`. tonic's
@@ -135,20 +141,27 @@ where
     builder.timer(TokioTimer::new());
     let goaway = CancellationToken::new();
     let mut connections = JoinSet::new();
-    let mut draining = pin!(shutdown.draining());
-    let mut drain_begun = false;
+    let mut listener = AcceptUntilHandoff::new(listener, &shutdown);
+    // The drain's start, or a handoff (the successor serves new connections).
+    let mut leave = pin!(async {
+        tokio::select! {
+            () = shutdown.draining() => "drain begun",
+            () = shutdown.handed_over() => "handed over",
+        }
+    });
+    let mut told = false;
     let mut stopped = pin!(stopped);
     loop {
         tokio::select! {
             biased;
             _ = &mut stopped => break,
-            () = &mut draining, if !drain_begun => {
-                drain_begun = true;
+            why = &mut leave, if !told => {
+                told = true;
                 goaway.cancel();
-                info!(connections = connections.len(), "drain begun: GOAWAY sent to every connection");
+                info!(connections = connections.len(), moment = why, "GOAWAY sent to every connection");
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(|listener| listener.accept()) => match accepted {
                 Ok((stream, _)) => {
                     connections.spawn(connection(stream, app.clone(), builder.clone(), goaway.clone()));
                 }
