@@ -1,10 +1,6 @@
-use tower_layer::Layer;
-
-use super::Drain;
-
 pub use shutdown_core::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS};
 
-shutdown_core::drain_layer! {
+crate::tower_drain! {
     /// Applies [`Drain`] to a service: see the [module docs](crate::drain).
     ///
     /// ```
@@ -19,15 +15,8 @@ shutdown_core::drain_layer! {
     /// );
     /// ```
     pub struct DrainLayer;
-}
-
-impl<S> Layer<S> for DrainLayer {
-    type Service = Drain<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Drain {
-            inner,
-            gate: self.gate.clone(),
-        }
-    }
+    /// Middleware that tracks each request on a [`Shutdown`](shutdown_core::Shutdown)
+    /// handle and turns requests away once the drain has begun: see the
+    /// [module docs](crate::drain).
+    pub struct Drain<S>;
 }

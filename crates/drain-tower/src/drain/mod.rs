@@ -100,11 +100,12 @@
 //! ```
 
 mod body;
+mod define;
 mod layer;
 mod service;
 #[cfg(test)]
 mod tests;
 
 pub use body::GuardedBody;
-pub use layer::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, DrainLayer};
-pub use service::{Drain, ResponseFuture};
+pub use layer::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Drain, DrainLayer};
+pub use service::ResponseFuture;

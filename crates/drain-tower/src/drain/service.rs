@@ -6,59 +6,13 @@ use std::task::{Context, Poll, ready};
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use shutdown_core::{Admission, Pass, Rejection, RequestGate, Shutdown};
+use shutdown_core::{Admission, Pass, Rejection};
 use tower_service::Service;
 
 use crate::mapping;
 
 use super::body::{Cold, Discarding, GuardedBody};
-use super::layer::DrainLayer;
-
-/// Middleware that tracks each request on a [`Shutdown`] handle and turns requests
-/// away once the drain has begun: see the [module docs](crate::drain).
-///
-/// Cloning it clones the inner service and one reference count (the gate's).
-#[derive(Clone)]
-pub struct Drain<S> {
-    pub(crate) inner: S,
-    pub(crate) gate: RequestGate,
-}
-
-impl<S> Drain<S> {
-    /// Wraps `inner` with the defaults of [`DrainLayer::new`].
-    pub fn new(inner: S, shutdown: Shutdown) -> Self {
-        tower_layer::Layer::layer(&DrainLayer::new(shutdown), inner)
-    }
-
-    /// The gate that decides for each request.
-    pub fn gate(&self) -> &RequestGate {
-        &self.gate
-    }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for Drain<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Drain")
-            .field("inner", &self.inner)
-            .field("gate", &self.gate)
-            .finish()
-    }
-}
+use super::layer::Drain;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Drain<S>
 where
