@@ -116,7 +116,37 @@ where
 {
     let (stop, stopped) = oneshot::channel::<()>();
     info!("serving gRPC; the listener stays open until the drain has ended");
-    let server = accept_loop(listener, app, shutdown.clone(), stopped);
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
+    let goaway = CancellationToken::new();
+    let told = goaway.clone();
+    // One connection, sent a graceful `GOAWAY` once `goaway` is cancelled.
+    let connection = move |stream: TcpStream| {
+        let _ = stream.set_nodelay(true);
+        let info = TcpConnectInfo {
+            local_addr: stream.local_addr().ok(),
+            remote_addr: stream.peer_addr().ok(),
+        };
+        let service = TowerToHyperService::new(WithConnectInfo {
+            inner: app.clone(),
+            info,
+        });
+        let (builder, goaway) = (builder.clone(), goaway.clone());
+        async move {
+            let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = goaway.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = ended {
+                debug!(error = %error, "connection ended with an error");
+            }
+        }
+    };
+    let server = accept_loop(listener, connection, told, shutdown.clone(), stopped);
     shutdown
         .run_server(server, move || {
             let _ = stop.send(());
@@ -124,22 +154,20 @@ where
         .await
 }
 
-async fn accept_loop<S, B>(
+/// Accepts until `stopped`, serving each connection with `connection` (as a task of a
+/// set dropped at the stop bound); cancels `goaway` when the drain begins or at a
+/// handoff.
+async fn accept_loop<C, F>(
     listener: TcpListener,
-    app: S,
+    connection: C,
+    goaway: CancellationToken,
     shutdown: Shutdown,
     stopped: oneshot::Receiver<()>,
 ) -> io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    C: Fn(TcpStream) -> F,
+    F: Future<Output = ()> + Send + 'static,
 {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder.timer(TokioTimer::new());
-    let goaway = CancellationToken::new();
     let mut connections = JoinSet::new();
     let mut listener = AcceptUntilHandoff::new(listener, &shutdown);
     // The drain's start, or a handoff (the successor serves new connections).
@@ -163,7 +191,7 @@ where
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept(|listener| listener.accept()) => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(connection(stream, app.clone(), builder.clone(), goaway.clone()));
+                    connections.spawn(connection(stream));
                 }
                 Err(error) if is_connection_error(&error) => {
                     debug!(error = %error, "a connection failed before it was accepted");
@@ -187,46 +215,6 @@ where
         connections.shutdown().await;
     }
     Ok(())
-}
-
-/// Serves one connection; sends it a graceful `GOAWAY` once `goaway` is cancelled.
-fn connection<S, B>(
-    stream: TcpStream,
-    app: S,
-    builder: http2::Builder<TokioExecutor>,
-    goaway: CancellationToken,
-) -> impl Future<Output = ()> + Send + 'static
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let _ = stream.set_nodelay(true);
-    let info = TcpConnectInfo {
-        local_addr: stream.local_addr().ok(),
-        remote_addr: stream.peer_addr().ok(),
-    };
-    let service = WithConnectInfo { inner: app, info };
-    async move {
-        let mut conn =
-            pin!(builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
-        let ended = tokio::select! {
-            ended = conn.as_mut() => Some(ended),
-            () = goaway.cancelled() => None,
-        };
-        let ended = match ended {
-            Some(ended) => ended,
-            None => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        if let Err(error) = ended {
-            debug!(error = %error, "connection ended with an error");
-        }
-    }
 }
 
 /// Adds the connection's [`TcpConnectInfo`] to each request, as tonic's server does.

@@ -63,5 +63,5 @@
 mod layer;
 mod service;
 
-pub use layer::{DEFAULT_EXEMPT_PATHS, DrainLayer};
-pub use service::{Drain, ResponseFuture};
+pub use layer::{DEFAULT_EXEMPT_PATHS, Drain, DrainLayer};
+pub use service::ResponseFuture;

@@ -7,58 +7,11 @@ use drain_tower::GuardedBody;
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use shutdown_core::{Admission, Pass, RequestGate, Shutdown};
+use shutdown_core::{Admission, Pass};
 use tower_service::Service;
 
-use super::layer::DrainLayer;
+use super::layer::Drain;
 use crate::mapping;
-
-/// Middleware that counts each RPC on a [`Shutdown`] handle until its response stream
-/// has ended, and answers RPCs arriving during the drain with `UNAVAILABLE`: see the
-/// [module docs](crate::drain).
-///
-/// Cloning it clones the inner service and one reference count (the gate's).
-#[derive(Clone)]
-pub struct Drain<S> {
-    pub(crate) inner: S,
-    pub(crate) gate: RequestGate,
-}
-
-impl<S> Drain<S> {
-    /// Wraps `inner` with the defaults of [`DrainLayer::new`].
-    pub fn new(inner: S, shutdown: Shutdown) -> Self {
-        tower_layer::Layer::layer(&DrainLayer::new(shutdown), inner)
-    }
-
-    /// The gate that decides for each RPC.
-    pub fn gate(&self) -> &RequestGate {
-        &self.gate
-    }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for Drain<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Drain")
-            .field("inner", &self.inner)
-            .field("gate", &self.gate)
-            .finish()
-    }
-}
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Drain<S>
 where
@@ -78,72 +31,61 @@ where
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let protocol = drain_tower::mapping::protocol(request.version());
-        let kind = match self.gate.admit(request.uri().path(), protocol) {
-            Admission::Exempt(pass) | Admission::Admitted(pass) => Kind::Served {
-                future: self.inner.call(request),
-                pass,
+        match self.gate.admit(request.uri().path(), protocol) {
+            Admission::Exempt(pass) | Admission::Admitted(pass) => ResponseFuture {
+                served: Some(self.inner.call(request)),
+                pass: Some(pass),
+                rejected: None,
             },
             // The request (and its body) is dropped here: on HTTP/2 that resets just
             // its stream once the trailers-only answer has gone out.
-            Admission::Rejected(rejection) => Kind::Rejected {
-                response: Some(Box::new(mapping::rejection(&rejection))),
+            Admission::Rejected(rejection) => ResponseFuture {
+                served: None,
+                pass: None,
+                rejected: Some(Box::new(mapping::rejection(&rejection))),
             },
-        };
-        ResponseFuture { kind }
+        }
     }
 }
 
 pin_project! {
-    /// Response future of [`Drain`].
+    /// Response future of [`Drain`]: the inner service's, or the ready answer to a
+    /// rejected RPC.
     pub struct ResponseFuture<F, B> {
         #[pin]
-        kind: Kind<F, B>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, B> {
-        Served {
-            #[pin]
-            future: F,
-            pass: Pass,
-        },
-        Rejected {
-            // Boxed: the answer to a rejected RPC is built once per rejection, and the
-            // future of an admitted RPC stays small.
-            response: Option<Box<Response<B>>>,
-        },
+        served: Option<F>,
+        pass: Option<Pass>,
+        // Boxed: built once per rejection, and the future of an admitted RPC stays
+        // small.
+        rejected: Option<Box<Response<B>>>,
     }
 }
 
 impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: Body,
-    B::Data: From<&'static [u8]>,
 {
     type Output = Result<Response<GuardedBody<B>>, E>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Served { future, pass } => {
-                let response = ready!(future.poll(cx))?;
-                let (mut parts, body) = response.into_parts();
-                drain_tower::mapping::close_connection(pass, parts.status, &mut parts.headers);
-                Poll::Ready(Ok(Response::from_parts(
-                    parts,
-                    GuardedBody::new(body, pass.take_guard()),
-                )))
-            }
-            KindProj::Rejected { response } => match response.take() {
-                Some(response) => {
-                    Poll::Ready(Ok(response.map(|body| GuardedBody::new(body, None))))
-                }
-                None => panic!("`ResponseFuture` polled after completion"),
-            },
-        }
+        let this = self.project();
+        let Some(future) = this.served.as_pin_mut() else {
+            let rejected = this
+                .rejected
+                .take()
+                .expect("`ResponseFuture` polled after completion");
+            return Poll::Ready(Ok(rejected.map(|body| GuardedBody::new(body, None))));
+        };
+        let (mut parts, body) = ready!(future.poll(cx))?.into_parts();
+        let guard = this.pass.as_mut().and_then(|pass| {
+            drain_tower::mapping::close_connection(pass, parts.status, &mut parts.headers);
+            pass.take_guard()
+        });
+        Poll::Ready(Ok(Response::from_parts(
+            parts,
+            GuardedBody::new(body, guard),
+        )))
     }
 }
 
