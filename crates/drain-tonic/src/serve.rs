@@ -11,7 +11,7 @@
 //! | moment | connections | listener |
 //! |---|---|---|
 //! | trigger, pre-stop delay | served as usual | open |
-//! | drain begins | each gets a graceful `GOAWAY` (hyper's `graceful_shutdown`): its open RPCs finish, new RPCs go to a new connection | open: a late connection is served (its RPCs get `UNAVAILABLE`) and sent `GOAWAY` at once |
+//! | drain begins | each gets a graceful `GOAWAY` (hyper's `graceful_shutdown`): its open RPCs finish, new RPCs go to a new connection | open: a late connection is served (its RPCs get `UNAVAILABLE`) and sent `GOAWAY` after its first RPC |
 //! | handoff (`Trigger::Handoff`, `shutdown-handoff`) | `GOAWAY` at once; RPCs on open connections are served through the handoff grace, never rejected | closed at once: the successor accepts |
 //! | drain ended (all done, or the deadline) | given [`server_stop_timeout`](shutdown_core::ShutdownConfig::server_stop_timeout) to close, then dropped | closed |
 
@@ -53,7 +53,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 ///    `GOAWAY`: its open RPCs and streams go on, and the client opens its next RPCs on
 ///    a new connection, elsewhere once the load balancer has taken this instance out.
 ///    Connections accepted during the drain are served (their RPCs get `UNAVAILABLE`
-///    from the layer) and sent `GOAWAY` at once;
+///    from the layer) and sent `GOAWAY` once their first RPC has arrived;
 /// 2. then closes the listener and gives the connections
 ///    [`ShutdownConfig::server_stop_timeout`](shutdown_core::ShutdownConfig::server_stop_timeout)
 ///    (default 1 s) to close; what is left (a stream past the drain deadline, a client
@@ -120,23 +120,40 @@ where
     builder.timer(TokioTimer::new());
     let goaway = CancellationToken::new();
     let told = goaway.clone();
-    // One connection, sent a graceful `GOAWAY` once `goaway` is cancelled.
-    let connection = move |stream: TcpStream| {
+    // Cancelled when the server stops: every connection is then sent its `GOAWAY`.
+    let closing = CancellationToken::new();
+    let stopping = closing.clone();
+    // One connection, sent a graceful `GOAWAY` once `goaway` is cancelled; or, for a
+    // connection accepted during the drain (`late`), once its first RPC has reached the
+    // server: that RPC is answered `UNAVAILABLE`, and the client opens its next ones on
+    // a new connection. (A `GOAWAY` before the first RPC would reach a client that has
+    // not sent it yet as a closed connection, without the answer.)
+    let connection = move |stream: TcpStream, late: bool| {
         let _ = stream.set_nodelay(true);
         let info = TcpConnectInfo {
             local_addr: stream.local_addr().ok(),
             remote_addr: stream.peer_addr().ok(),
         };
+        let goaway = if late {
+            CancellationToken::new()
+        } else {
+            goaway.clone()
+        };
         let service = TowerToHyperService::new(WithConnectInfo {
             inner: app.clone(),
             info,
+            first_call: late.then(|| goaway.clone()),
         });
-        let (builder, goaway) = (builder.clone(), goaway.clone());
+        let (builder, closing) = (builder.clone(), closing.clone());
         async move {
             let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
             let ended = tokio::select! {
                 ended = conn.as_mut() => ended,
                 () = goaway.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                () = closing.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -146,7 +163,14 @@ where
             }
         }
     };
-    let server = accept_loop(listener, connection, told, shutdown.clone(), stopped);
+    let server = accept_loop(
+        listener,
+        connection,
+        told,
+        stopping,
+        shutdown.clone(),
+        stopped,
+    );
     shutdown
         .run_server(server, move || {
             let _ = stop.send(());
@@ -155,17 +179,19 @@ where
 }
 
 /// Accepts until `stopped`, serving each connection with `connection` (as a task of a
-/// set dropped at the stop bound); cancels `goaway` when the drain begins or at a
-/// handoff.
+/// set dropped at the stop bound; `true` for a connection accepted once `goaway` has
+/// been cancelled); cancels `goaway` when the drain begins or at a handoff, and
+/// `closing` when it stops accepting.
 async fn accept_loop<C, F>(
     listener: TcpListener,
     connection: C,
     goaway: CancellationToken,
+    closing: CancellationToken,
     shutdown: Shutdown,
     stopped: oneshot::Receiver<()>,
 ) -> io::Result<()>
 where
-    C: Fn(TcpStream) -> F,
+    C: Fn(TcpStream, bool) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let mut connections = JoinSet::new();
@@ -191,7 +217,7 @@ where
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept(|listener| listener.accept()) => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(connection(stream));
+                    connections.spawn(connection(stream, told));
                 }
                 Err(error) if is_connection_error(&error) => {
                     debug!(error = %error, "a connection failed before it was accepted");
@@ -204,7 +230,7 @@ where
         }
     }
     drop(listener);
-    goaway.cancel();
+    closing.cancel();
     let stop_timeout = shutdown.config().server_stop_timeout();
     let closed = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(stop_timeout, closed).await.is_err() {
@@ -217,11 +243,14 @@ where
     Ok(())
 }
 
-/// Adds the connection's [`TcpConnectInfo`] to each request, as tonic's server does.
+/// Adds the connection's [`TcpConnectInfo`] to each request, as tonic's server does;
+/// tells a late connection's task that its first RPC has arrived.
 #[derive(Clone)]
 struct WithConnectInfo<S> {
     inner: S,
     info: TcpConnectInfo,
+    /// For a connection accepted during the drain: cancelled by its first RPC.
+    first_call: Option<CancellationToken>,
 }
 
 impl<S, B> Service<Request<B>> for WithConnectInfo<S>
@@ -241,6 +270,9 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         request.extensions_mut().insert(self.info.clone());
+        if let Some(first_call) = &self.first_call {
+            first_call.cancel();
+        }
         self.inner.call(request)
     }
 }

@@ -318,3 +318,22 @@ fn exempt_paths_follow_the_gate_in_grpc_terms() {
         assert_eq!(shutdown.rejected(), 0);
     });
 }
+
+#[test]
+fn during_a_handoff_rpcs_on_open_connections_are_served_not_rejected() {
+    Tonic::block_on(async {
+        let shutdown = Shutdown::new(ShutdownConfig::new().with_handoff_grace(Duration::ZERO));
+        let routes = Routes::default();
+        let app = Tonic::build(RequestGate::new(shutdown.clone()), routes.clone()).await;
+        shutdown.trigger(shutdown_core::Trigger::Handoff { successor: 1 });
+        shutdown.drain().await;
+        for version in Version::ALL {
+            let response = app.send(Request::get("/").over(version)).await;
+            assert_eq!(response.header("grpc-status"), None, "over {version:?}");
+            assert_eq!(response.closes(), version.is_http1(), "over {version:?}");
+            assert_eq!(response.text().await, "ok");
+        }
+        assert_eq!(routes.calls(), 3, "every RPC reached its handler");
+        assert_eq!(shutdown.rejected(), 0);
+    });
+}
