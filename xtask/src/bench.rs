@@ -260,7 +260,11 @@ fn bench() -> Result<(), String> {
         summary,
         "## Latencies\n\n| measurement | median / p50 | p99 / max | target |\n|---|---|---|---|\n{drain_row}\n{shutdown_row}"
     );
-    let _ = writeln!(summary, "\n{end_to_end}\n\n{scale}\n\n{writes}\n\n{}", grpc.trim_end());
+    let _ = writeln!(
+        summary,
+        "\n{end_to_end}\n\n{scale}\n\n{writes}\n\n{}",
+        grpc.trim_end()
+    );
     fs::write("docs/bench-summary.md", &summary)
         .map_err(|e| format!("docs/bench-summary.md: {e}"))?;
     include_in_performance_md(&summary)?;

@@ -75,7 +75,7 @@ impl Health for DrainHealth {
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
         let mut response = self.inner.check(request).await?;
-        if self.shutdown.is_shutting_down() {
+        if !self.shutdown.is_ready() {
             response.get_mut().status = ServingStatus::NotServing as i32;
         }
         Ok(response)
@@ -132,7 +132,7 @@ impl Stream for DrainWatch {
                 Some(Ok(response)) => response,
                 other => return Poll::Ready(other),
             };
-            if this.shutdown.is_shutting_down() {
+            if !this.shutdown.is_ready() {
                 response.status = not_serving;
             }
             if this.last != Some(response.status) {
