@@ -60,20 +60,6 @@ impl Readiness {
     }
 }
 
-impl<B> Service<Request<B>> for Readiness {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _request: Request<B>) -> Self::Future {
-        ready(Ok(self.response()))
-    }
-}
-
 /// `/health/live`: `200` for as long as the process answers at all.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Liveness;
@@ -90,19 +76,26 @@ impl Liveness {
     }
 }
 
-impl<B> Service<Request<B>> for Liveness {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Ready<Result<Self::Response, Infallible>>;
+/// Both answer any request at once with their `response()`.
+macro_rules! answering_service {
+    ($($service:ty),*) => {$(
+        impl<B> Service<Request<B>> for $service {
+            type Response = Response<Full<Bytes>>;
+            type Error = Infallible;
+            type Future = Ready<Result<Self::Response, Infallible>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
+            fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                Poll::Ready(Ok(()))
+            }
 
-    fn call(&mut self, _request: Request<B>) -> Self::Future {
-        ready(Ok(self.response()))
-    }
+            fn call(&mut self, _request: Request<B>) -> Self::Future {
+                ready(Ok(self.response()))
+            }
+        }
+    )*};
 }
+
+answering_service!(Readiness, Liveness);
 
 fn text(plain: &PlainResponse<'static>) -> Response<Full<Bytes>> {
     mapping::response(
