@@ -436,9 +436,10 @@ pub fn a_handoff_serves_open_connections_normally_and_stops_accepting(probe: &Pr
         Some("close"),
         "the client reconnects, to the successor"
     );
-    // A new connection is not served by this process: refused (its copy of the socket
-    // is closed) or never accepted (actix pauses its accept loop, which runs on a
-    // thread of its own and applies the pause a moment after it is asked to).
+    // A new connection is not served by this process: it is never accepted (the
+    // successor, which shares the socket, would accept it; actix pauses its accept
+    // loop, which runs on a thread of its own and applies the pause a moment after it
+    // is asked to).
     thread::sleep(Duration::from_millis(200));
     match TcpStream::connect_timeout(&p.addr, Duration::from_millis(500)) {
         Err(_) => {}
