@@ -149,7 +149,9 @@ fn is_upgrade<'h>(status: u16, connection: impl IntoIterator<Item = &'h [u8]>) -
 #[derive(Debug)]
 #[must_use]
 pub struct Rejection<'g> {
-    gate: &'g GateState,
+    retry_after_text: &'g str,
+    retry_after_secs: u64,
+    discard_limit: u64,
     http1: bool,
 }
 
@@ -160,7 +162,7 @@ impl<'g> Rejection<'g> {
     /// be read (see [`discard_limit`](Self::discard_limit)).
     pub fn response(&self) -> PlainResponse<'g> {
         let mut response = PlainResponse::text(503, REJECTION_MESSAGE)
-            .with_header("retry-after", &self.gate.retry_after_text);
+            .with_header("retry-after", self.retry_after_text);
         if self.http1 {
             response = response.with_header("connection", "close");
         }
@@ -181,14 +183,52 @@ impl<'g> Rejection<'g> {
     /// [`RequestGate::with_discard_limit`] (a larger body is cut off when the connection
     /// closes). HTTP/2 resets just the stream: nothing to read.
     pub fn discard_limit(&self) -> Option<u64> {
-        let limit = self.gate.discard_limit;
+        let limit = self.discard_limit;
         (self.http1 && limit > 0).then_some(limit)
     }
 
     /// The `Retry-After` value, in whole seconds (gRPC adapters turn it into
     /// `grpc-retry-pushback-ms`).
     pub fn retry_after_secs(&self) -> u64 {
-        self.gate.retry_after_secs
+        self.retry_after_secs
+    }
+}
+
+impl Shutdown {
+    /// Counts in a session that outlives its request's response: a WebSocket, whose
+    /// `101` response (and the guard in its body) ends before the session does. Call it
+    /// from the handler of an admitted upgrade request, before answering `101`, and
+    /// keep the guard in the session until it is closed.
+    ///
+    /// `Err` once the drain has begun (it may have begun since the request was
+    /// admitted): answer the upgrade with the rejection's `503` instead of a `101`. The
+    /// rejection carries the configuration's `Retry-After` and reads no request body
+    /// (an upgrade request has none).
+    ///
+    /// ```
+    /// use shutdown_core::{Protocol, Shutdown};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let shutdown = Shutdown::default();
+    /// let session = shutdown.admit_upgrade(Protocol::Http1).expect("running");
+    /// assert_eq!(shutdown.in_flight(), 1);
+    /// drop(session);
+    ///
+    /// shutdown.request_shutdown("example");
+    /// shutdown.drain().await;
+    /// let rejection = shutdown.admit_upgrade(Protocol::Http1).unwrap_err();
+    /// assert_eq!(rejection.response().status(), 503);
+    /// assert_eq!(shutdown.rejected(), 1);
+    /// # }
+    /// ```
+    pub fn admit_upgrade(&self, protocol: Protocol) -> Result<RequestGuard, Rejection<'_>> {
+        self.try_enter().ok_or_else(|| Rejection {
+            retry_after_text: self.retry_after_text(),
+            retry_after_secs: self.config().retry_after_secs(),
+            discard_limit: 0,
+            http1: protocol == Protocol::Http1,
+        })
     }
 }
 
@@ -451,7 +491,9 @@ impl RequestGate {
             })
         } else {
             Admission::Rejected(Rejection {
-                gate: &self.state,
+                retry_after_text: &self.state.retry_after_text,
+                retry_after_secs: self.state.retry_after_secs,
+                discard_limit: self.state.discard_limit,
                 http1,
             })
         }

@@ -44,6 +44,10 @@ pub trait ShutdownObserver: Send + Sync + 'static {
     /// A request was turned away because the drain has begun.
     fn request_rejected(&self) {}
 
+    /// A long-lived response (an SSE stream, a WebSocket session) ended because the
+    /// drain began ([`DrainSignal::stream_closed`](crate::DrainSignal::stream_closed)).
+    fn stream_closed(&self) {}
+
     /// The phase changed to `phase`.
     fn phase_changed(&self, phase: Phase) {
         let _ = phase;

@@ -23,6 +23,11 @@ pub struct DrainSummary {
     pub interrupted: usize,
     /// Requests turned away from the start of the drain until the drain ended.
     pub rejected: u64,
+    /// Long-lived responses (SSE streams, WebSocket sessions) that the drain signal
+    /// ended cooperatively: the last event sent, the Close `1001` sent. They count among
+    /// the drained requests, never among the interrupted ones. In the report, counted
+    /// until the end of the sequence.
+    pub streams_closed_by_drain: u64,
 }
 
 impl DrainSummary {
@@ -115,6 +120,7 @@ impl ShutdownReport {
                     drained = self.drain.drained(),
                     interrupted = self.drain.interrupted,
                     rejected = self.drain.rejected,
+                    streams_closed_by_drain = self.drain.streams_closed_by_drain,
                     tasks_at_cancel = self.tasks_at_cancel,
                     tasks_abandoned = self.tasks_abandoned,
                     cleanups = self.cleanups.len(),
@@ -154,6 +160,7 @@ mod tests {
                 in_flight_at_drain: 3,
                 interrupted,
                 rejected: 0,
+                streams_closed_by_drain: 0,
             },
             tasks_at_cancel: 0,
             tasks_abandoned: abandoned,

@@ -3,11 +3,11 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::{Notify, OnceCell, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::cleanup::{CleanupOutcome, CleanupTask, IntoCleanup, panic_message};
 use crate::config::ShutdownConfig;
+use crate::drain_signal::DrainSignal;
 use crate::in_flight::{RequestGuard, TrackerOwner};
 use crate::observer::ShutdownObserver;
 use crate::phase::{Phase, Trigger};
@@ -99,6 +100,12 @@ struct Inner {
     triggered: CancellationToken,
     phase: AtomicU8,
     phase_tx: watch::Sender<Phase>,
+    /// Wakes the [`DrainSignal`]s when the drain begins.
+    drain_started: Arc<Notify>,
+    /// Long-lived responses ended by the drain signal.
+    streams_closed: AtomicU64,
+    /// The configuration's `Retry-After`, as the header's text.
+    retry_after_text: Box<str>,
     root: CancellationToken,
     requests: CancellationToken,
     tasks: TaskTracker,
@@ -121,6 +128,7 @@ impl Shutdown {
     pub fn new(config: ShutdownConfig) -> Self {
         let root = CancellationToken::new();
         let requests = root.child_token();
+        let retry_after_text = config.retry_after_secs().to_string().into_boxed_str();
         Self {
             inner: Arc::new(Inner {
                 in_flight: TrackerOwner::new(),
@@ -129,6 +137,9 @@ impl Shutdown {
                 triggered: CancellationToken::new(),
                 phase: AtomicU8::new(Phase::Running as u8),
                 phase_tx: watch::Sender::new(Phase::Running),
+                drain_started: Arc::new(Notify::new()),
+                streams_closed: AtomicU64::new(0),
+                retry_after_text,
                 root,
                 requests,
                 tasks: TaskTracker::new(),
@@ -292,7 +303,8 @@ impl Shutdown {
     /// session), which should then end their response properly instead of waiting to
     /// be cut at the deadline. [`request_token`](Self::request_token) is the later
     /// signal, at the deadline. Cancel-safe; resolves at once when the drain has
-    /// already begun.
+    /// already begun. [`drain_signal`](Self::drain_signal) is the same signal as a value
+    /// to keep (in an extractor, a stream, a session).
     ///
     /// ```
     /// use shutdown_core::Shutdown;
@@ -314,6 +326,34 @@ impl Shutdown {
     /// ```
     pub async fn draining(&self) {
         self.reached(Phase::Draining).await;
+    }
+
+    /// The signal that fires when the drain begins (after the pre-stop delay): for
+    /// long-lived handlers (SSE, WebSocket, long polls) to end on their own, and count
+    /// as drained rather than interrupted at the deadline. See [`DrainSignal`].
+    pub fn drain_signal(&self) -> DrainSignal {
+        DrainSignal::new(self.clone())
+    }
+
+    pub(crate) fn retry_after_text(&self) -> &str {
+        &self.inner.retry_after_text
+    }
+
+    pub(crate) fn drain_notify(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.drain_started)
+    }
+
+    pub(crate) fn record_stream_closed(&self) {
+        self.inner.streams_closed.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = self.observer() {
+            observer.stream_closed();
+        }
+    }
+
+    /// Long-lived responses ended by the drain signal so far (see
+    /// [`DrainSignal::stream_closed`]).
+    pub fn streams_closed_by_drain(&self) -> u64 {
+        self.inner.streams_closed.load(Ordering::Relaxed)
     }
 
     // ----- cancellation and background tasks ------------------------------------------
@@ -492,6 +532,7 @@ impl Shutdown {
         });
         if first {
             self.set_phase(Phase::Draining);
+            self.inner.drain_started.notify_waiters();
             info!(
                 in_flight = in_flight_at_drain,
                 timeout_ms = millis(timeout),
@@ -543,6 +584,7 @@ impl Shutdown {
             in_flight_at_drain,
             interrupted,
             rejected: self.rejected(),
+            streams_closed_by_drain: self.streams_closed_by_drain(),
         };
         if let Some(observer) = self.observer() {
             observer.drain_finished(&summary);
@@ -609,6 +651,7 @@ impl Shutdown {
 
         // Step 7: the report.
         drain.rejected = self.rejected();
+        drain.streams_closed_by_drain = self.streams_closed_by_drain();
         let total = match self.inner.trigger.get() {
             Some((_, at)) => at.elapsed(),
             None => unreachable!("the drain ran, so the trigger is recorded"),
