@@ -48,7 +48,7 @@ pin_project! {
     ///     Some("event: shutdown\nretry: 10000\ndata: shutting down\n\n")
     /// );
     /// assert_eq!(events.next().await, None);
-    /// assert_eq!(shutdown.drain().await.streams_closed_by_drain, 1);
+    /// assert_eq!(shutdown.streams_closed_by_drain(), 1);
     /// # }
     /// ```
     #[must_use = "streams do nothing unless polled"]
