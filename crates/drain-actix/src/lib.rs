@@ -5,14 +5,17 @@
 
 pub mod drain;
 pub mod health;
+mod long_lived;
 mod mapping;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod metrics;
 mod serve;
+pub mod ws;
 
 pub use drain::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, GuardedBody};
 pub use health::health_routes;
+pub use long_lived::{OnDrain, sse};
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub use metrics::metrics_routes;

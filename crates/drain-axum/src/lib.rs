@@ -22,8 +22,11 @@ use tower_service::Service;
 use tracing::{info, warn};
 
 mod handoff;
+mod long_lived;
+pub mod ws;
 
 pub use handoff::HandoffListener;
+pub use long_lived::{OnDrain, sse};
 
 pub use drain_tower::{DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, GuardedBody, Liveness, Readiness};
 pub use shutdown_core::ServeError;

@@ -28,6 +28,11 @@ pub fn describe_metrics() {
         Unit::Count,
         "Requests still in flight at the drain deadline, cancelled."
     );
+    describe_counter!(
+        names::STREAMS_CLOSED_BY_DRAIN,
+        Unit::Count,
+        "Long-lived responses (SSE, WebSocket) ended cooperatively when the drain began."
+    );
     describe_gauge!(
         names::SHUTDOWN_DURATION_SECONDS,
         Unit::Seconds,

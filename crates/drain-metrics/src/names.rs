@@ -23,6 +23,12 @@ pub const REQUESTS_REJECTED: &str = "requests_rejected";
 /// deadline, whose request-scope token was cancelled. Added once, when the drain ends.
 pub const REQUESTS_INTERRUPTED: &str = "requests_interrupted";
 
+/// Counter, [`Unit::Count`](metrics::Unit::Count): long-lived responses (SSE streams,
+/// WebSocket sessions) that the drain signal ended cooperatively: the `shutdown` event
+/// sent, the Close `1001` sent. `+1` at each such end, as it happens. They count among
+/// the drained requests, never in [`REQUESTS_INTERRUPTED`].
+pub const STREAMS_CLOSED_BY_DRAIN: &str = "streams_closed_by_drain";
+
 /// Gauge, [`Unit::Seconds`](metrics::Unit::Seconds): time from the trigger to the end of
 /// the last cleanup task ([`ShutdownReport::total`](shutdown_core::ShutdownReport::total)).
 /// Set once, when the shutdown finishes; `0` until then.
@@ -50,10 +56,11 @@ pub const TASK: &str = "task";
 pub const OUTCOME: &str = "outcome";
 
 /// Every metric name above, in the order `docs/metrics.md` lists them.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
     IN_FLIGHT_REQUESTS,
     REQUESTS_REJECTED,
     REQUESTS_INTERRUPTED,
+    STREAMS_CLOSED_BY_DRAIN,
     SHUTDOWN_DURATION_SECONDS,
     SHUTDOWN_PHASE,
     CLEANUP_DURATION_SECONDS,

@@ -44,7 +44,7 @@ const TARGET: &str = "drain_metrics";
 /// When the shutdown finishes, the `shutdown_duration_seconds` gauge is set and one
 /// `info` event `"final metrics"` with target `drain_metrics` carries the final figures
 /// as fields: `shutdown_duration_seconds`, `requests_interrupted`, `requests_rejected`,
-/// `requests_drained`, `in_flight_at_drain`, `cleanup_tasks`, `cleanup_tasks_failed`.
+/// `requests_drained`, `streams_closed_by_drain`, `in_flight_at_drain`, `cleanup_tasks`, `cleanup_tasks_failed`.
 /// They reach the logs even when no scrape or push happens before the process exits.
 ///
 /// ```
@@ -61,6 +61,7 @@ pub struct DrainMetrics {
     in_flight: Gauge,
     rejected: Counter,
     interrupted: Counter,
+    streams_closed: Counter,
     shutdown_duration: Gauge,
     phase: Gauge,
 }
@@ -76,6 +77,7 @@ impl DrainMetrics {
             in_flight: gauge!(names::IN_FLIGHT_REQUESTS),
             rejected: counter!(names::REQUESTS_REJECTED),
             interrupted: counter!(names::REQUESTS_INTERRUPTED),
+            streams_closed: counter!(names::STREAMS_CLOSED_BY_DRAIN),
             shutdown_duration: gauge!(names::SHUTDOWN_DURATION_SECONDS),
             phase: gauge!(names::SHUTDOWN_PHASE),
         };
@@ -112,6 +114,10 @@ impl ShutdownObserver for DrainMetrics {
         self.rejected.increment(1);
     }
 
+    fn stream_closed(&self) {
+        self.streams_closed.increment(1);
+    }
+
     fn phase_changed(&self, phase: Phase) {
         self.phase.set(phase_value(phase));
     }
@@ -146,6 +152,7 @@ impl ShutdownObserver for DrainMetrics {
             requests_interrupted = saturating_u64(report.drain.interrupted),
             requests_rejected = report.drain.rejected,
             requests_drained = saturating_u64(report.drain.drained()),
+            streams_closed_by_drain = report.drain.streams_closed_by_drain,
             in_flight_at_drain = saturating_u64(report.drain.in_flight_at_drain),
             cleanup_tasks = saturating_u64(report.cleanups.len()),
             cleanup_tasks_failed = saturating_u64(report.failed_cleanups().count()),
@@ -190,6 +197,10 @@ mod tests {
         assert_eq!(counter_value(&values, names::REQUESTS_REJECTED), Some(0));
         assert_eq!(counter_value(&values, names::REQUESTS_INTERRUPTED), Some(0));
         assert_eq!(
+            counter_value(&values, names::STREAMS_CLOSED_BY_DRAIN),
+            Some(0)
+        );
+        assert_eq!(
             gauge_value(&values, names::SHUTDOWN_DURATION_SECONDS),
             Some(0.0)
         );
@@ -207,6 +218,7 @@ mod tests {
         observer.request_started();
         observer.request_finished();
         observer.request_rejected();
+        observer.stream_closed();
         observer.phase_changed(Phase::Draining);
 
         let values: Vec<(String, DebugValue)> = snapshotter
@@ -217,6 +229,10 @@ mod tests {
             .collect();
         assert_eq!(gauge_value(&values, names::IN_FLIGHT_REQUESTS), Some(1.0));
         assert_eq!(counter_value(&values, names::REQUESTS_REJECTED), Some(1));
+        assert_eq!(
+            counter_value(&values, names::STREAMS_CLOSED_BY_DRAIN),
+            Some(1)
+        );
         assert_eq!(gauge_value(&values, names::SHUTDOWN_PHASE), Some(1.0));
     }
 

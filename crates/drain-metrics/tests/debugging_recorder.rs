@@ -128,3 +128,30 @@ fn an_observer_created_before_the_recorder_records_nothing_there() {
         "handles are bound to the recorder current at `new`"
     );
 }
+
+#[test]
+fn a_stream_ended_by_the_drain_signal_is_counted_apart_from_interrupted_requests() {
+    let recorder = DebuggingRecorder::new();
+    let values = Values::new(&recorder);
+    let report = metrics::with_local_recorder(&recorder, || {
+        paused_runtime().block_on(async {
+            let shutdown = Shutdown::default().with_observer(DrainMetrics::new());
+            // An SSE response: its body holds the guard and ends at the drain signal.
+            let guard = shutdown.try_enter();
+            let signal = shutdown.drain_signal();
+            let stream = tokio::spawn(async move {
+                signal.wait().await;
+                signal.stream_closed();
+                drop(guard);
+            });
+            shutdown.request_shutdown("test");
+            let report = shutdown.run().await;
+            stream.await.expect("the stream ended");
+            report
+        })
+    });
+    assert_eq!(report.drain.streams_closed_by_drain, 1);
+    assert_eq!((report.drain.drained(), report.drain.interrupted), (1, 0));
+    assert_eq!(values.counter(names::STREAMS_CLOSED_BY_DRAIN, &[]), 1);
+    assert_eq!(values.counter(names::REQUESTS_INTERRUPTED, &[]), 0);
+}

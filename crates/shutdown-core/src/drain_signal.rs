@@ -97,6 +97,12 @@ impl DrainSignal {
     }
 }
 
+impl From<Shutdown> for DrainSignal {
+    fn from(shutdown: Shutdown) -> Self {
+        Self::new(shutdown)
+    }
+}
+
 impl IntoFuture for DrainSignal {
     type Output = ();
     type IntoFuture = DrainStarted;

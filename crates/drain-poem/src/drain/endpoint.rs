@@ -2,7 +2,7 @@ use std::fmt;
 
 use drain_tower::mapping;
 use poem::{Endpoint, IntoResponse, Request, Response, ResponseParts, Result};
-use shutdown_core::{Admission, RequestGate};
+use shutdown_core::{Admission, PlainResponse, RequestGate};
 
 use super::body;
 
@@ -43,14 +43,7 @@ impl<E: Endpoint> Endpoint for Drain<E> {
             Admission::Exempt(pass) | Admission::Admitted(pass) => pass,
             Admission::Rejected(rejection) => {
                 let body = body::rejected(request.take_body(), rejection.discard_limit());
-                let (head, body) = mapping::response(&rejection.response(), body).into_parts();
-                let head = ResponseParts {
-                    status: head.status,
-                    version: head.version,
-                    headers: head.headers,
-                    extensions: head.extensions,
-                };
-                return Ok(Response::from_parts(head, body));
+                return Ok(plain_response(&rejection.response(), body));
             }
         };
         let mut response = self.inner.call(request).await?.into_response();
@@ -71,4 +64,16 @@ impl<E: fmt::Debug> fmt::Debug for Drain<E> {
             .field("gate", &self.gate)
             .finish()
     }
+}
+
+/// `plain`'s status and headers, with `body`.
+pub(crate) fn plain_response(plain: &PlainResponse<'_>, body: poem::Body) -> Response {
+    let (head, body) = mapping::response(plain, body).into_parts();
+    let head = ResponseParts {
+        status: head.status,
+        version: head.version,
+        headers: head.headers,
+        extensions: head.extensions,
+    };
+    Response::from_parts(head, body)
 }

@@ -104,4 +104,5 @@ mod layer;
 mod tests;
 
 pub use endpoint::Drain;
+pub(crate) use endpoint::plain_response;
 pub use layer::{DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, DrainLayer};
