@@ -127,14 +127,16 @@ impl WebSocketUpgrade {
             guard,
             signal,
         } = self;
-        upgrade.on_upgrade(move |socket| {
-            callback(WebSocket::new(Socket(socket), signal, Some(guard)))
-        })
+        upgrade
+            .on_upgrade(move |socket| callback(WebSocket::new(Socket(socket), signal, Some(guard))))
     }
 
     /// Configures axum's upgrade (protocols, buffer and message sizes).
     #[must_use]
-    pub fn map(mut self, configure: impl FnOnce(ws::WebSocketUpgrade) -> ws::WebSocketUpgrade) -> Self {
+    pub fn map(
+        mut self,
+        configure: impl FnOnce(ws::WebSocketUpgrade) -> ws::WebSocketUpgrade,
+    ) -> Self {
         self.upgrade = configure(self.upgrade);
         self
     }

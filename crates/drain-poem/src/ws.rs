@@ -139,9 +139,8 @@ impl WebSocketUpgrade {
             guard,
             signal,
         } = self;
-        upgrade.on_upgrade(move |stream| {
-            callback(WebSocket::new(Socket(stream), signal, Some(guard)))
-        })
+        upgrade
+            .on_upgrade(move |stream| callback(WebSocket::new(Socket(stream), signal, Some(guard))))
     }
 
     /// Configures poem's upgrade (protocols, `WebSocketConfig`).

@@ -21,11 +21,11 @@ pub use config::{
     ConfigError, ENV_CLEANUP_TIMEOUT, ENV_DELAY, ENV_HANDOFF_GRACE, ENV_RETRY_AFTER,
     ENV_TASK_TIMEOUT, ENV_TIMEOUT, ExitCodes, ShutdownConfig, parse_seconds,
 };
+pub use drain_signal::{DrainSignal, DrainStarted, ShutdownEvent};
 pub use gate::{
     Admission, DEFAULT_DISCARD_LIMIT, DEFAULT_EXEMPT_PATHS, Pass, PlainResponse, Protocol,
     REJECTION_MESSAGE, Rejection, RequestGate,
 };
-pub use drain_signal::{DrainSignal, DrainStarted, ShutdownEvent};
 pub use in_flight::RequestGuard;
 pub use observer::ShutdownObserver;
 pub use phase::{Phase, Trigger};

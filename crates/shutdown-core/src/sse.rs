@@ -121,7 +121,6 @@ impl<S, T> fmt::Debug for UntilDrain<S, T> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -167,11 +166,7 @@ mod tests {
         let shutdown = Shutdown::default();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<&str>();
         let signal = shutdown.drain_signal();
-        let mut events = Box::pin(UntilDrain::new(
-            channel::Receiver(rx),
-            &signal,
-            "last",
-        ));
+        let mut events = Box::pin(UntilDrain::new(channel::Receiver(rx), &signal, "last"));
         drop(tx);
         assert_eq!(next(&mut events).await, None);
         shutdown.request_shutdown("test");

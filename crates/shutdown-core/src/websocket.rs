@@ -319,7 +319,10 @@ mod tests {
         });
         tokio::task::yield_now().await;
         peer.send(Frame::Close(GOING_AWAY)).expect("open");
-        assert_eq!(socket.send(Frame::Text("push")).await, Err("send after close"));
+        assert_eq!(
+            socket.send(Frame::Text("push")).await,
+            Err("send after close")
+        );
         assert_eq!(*sent.lock().expect("lock"), [Frame::Close(GOING_AWAY)]);
     }
 

@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{App, HttpRequest, HttpResponse};
-use drain_actix::DrainLayer;
+use drain_actix::{DrainLayer, OnDrain};
 use futures_util::StreamExt;
 use telemetry_core::service::exit;
 use telemetry_core::{Reply, Telemetry};
@@ -40,12 +40,15 @@ async fn main() {
         App::new()
             .wrap(drain.clone())
             .app_data(web::Data::new(telemetry.clone()))
+            .app_data(health.clone())
             .configure(drain_actix::health_routes(health.clone()))
             .configure(drain_actix::metrics_routes(prometheus.clone()))
             .route("/telemetry", web::post().to(ingest))
             .route("/telemetry/{id}", web::get().to(lookup))
             .route("/slow", web::get().to(slow))
             .route("/stream", web::get().to(stream))
+            .route("/events", web::get().to(events))
+            .route("/ws", web::get().to(ws))
     };
 
     info!(%addr, "listening on {addr}");
@@ -84,6 +87,43 @@ async fn stream(request: HttpRequest) -> HttpResponse {
             .streaming(lines.map(|line| Ok::<_, std::convert::Infallible>(Bytes::from(line)))),
         Err(reply) => respond(reply),
     }
+}
+
+async fn events(OnDrain(drain): OnDrain, request: HttpRequest) -> HttpResponse {
+    match telemetry_core::ticks(Some(request.query_string())) {
+        Ok(ticks) => {
+            let events = ticks.map(|n| {
+                let event = format!("event: {}\ndata: {n}\n\n", telemetry_core::TICK_EVENT);
+                Ok::<_, std::convert::Infallible>(Bytes::from(event))
+            });
+            drain_actix::sse(events, &drain)
+        }
+        Err(reply) => respond(reply),
+    }
+}
+
+async fn ws(request: HttpRequest, body: web::Payload) -> actix_web::Result<HttpResponse> {
+    let (response, mut socket) = drain_actix::ws::handle(&request, body)?;
+    actix_web::rt::spawn(async move {
+        while let Some(Ok(message)) = socket.recv().await {
+            match message {
+                actix_ws::Message::Text(text) => {
+                    if socket.session().text(text).await.is_err() {
+                        break;
+                    }
+                }
+                actix_ws::Message::Ping(bytes) => {
+                    let _ = socket.session().pong(&bytes).await;
+                }
+                actix_ws::Message::Close(reason) => {
+                    let _ = socket.send(actix_ws::Message::Close(reason)).await;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok(response)
 }
 
 fn respond(reply: Reply) -> HttpResponse {

@@ -5,13 +5,18 @@
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::Message;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use drain_axum::OnDrain;
+use drain_axum::ws::WebSocketUpgrade;
 use drain_metrics::PrometheusMetrics;
 use futures_util::StreamExt;
 use shutdown_core::Shutdown;
+use std::convert::Infallible;
 use telemetry_core::service::exit;
 use telemetry_core::{Reply, Telemetry};
 use tracing::info;
@@ -55,6 +60,12 @@ fn router(
         .route("/stream", get(stream))
         .layer(DefaultBodyLimit::max(READ_LIMIT))
         .with_state(telemetry)
+        .merge(
+            Router::new()
+                .route("/events", get(events))
+                .route("/ws", get(ws))
+                .with_state(shutdown.clone()),
+        )
         .merge(drain_axum::metrics_routes(prometheus));
     drain_axum::drained(app, shutdown)
 }
@@ -92,6 +103,34 @@ async fn stream(RawQuery(query): RawQuery) -> Response {
             .into_response(),
         Err(reply) => respond(reply),
     }
+}
+
+async fn events(OnDrain(drain): OnDrain, RawQuery(query): RawQuery) -> Response {
+    match telemetry_core::ticks(query.as_deref()) {
+        Ok(ticks) => {
+            let events = ticks.map(|n| {
+                Ok::<_, Infallible>(
+                    Event::default()
+                        .event(telemetry_core::TICK_EVENT)
+                        .data(n.to_string()),
+                )
+            });
+            drain_axum::sse(events, &drain).into_response()
+        }
+        Err(reply) => respond(reply),
+    }
+}
+
+async fn ws(upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(|mut socket| async move {
+        while let Some(Ok(message)) = socket.recv().await {
+            if let Message::Text(text) = message {
+                if socket.send(Message::Text(text)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
 }
 
 fn respond(reply: Reply) -> Response {

@@ -26,8 +26,8 @@ pub use config::{
 };
 pub use event::{Event, InvalidEvent, MAX_BODY_BYTES, MAX_ID_CHARS, Record};
 pub use reply::{
-    JSON, MAX_SLOW_MS, MAX_STREAM_CHUNKS, MAX_STREAM_INTERVAL_MS, Reply, TEXT, query_param, slow,
-    stream,
+    JSON, MAX_SLOW_MS, MAX_STREAM_CHUNKS, MAX_STREAM_INTERVAL_MS, Reply, TEXT, TICK_EVENT,
+    query_param, slow, stream, ticks,
 };
 pub use store::{SCHEMA, Store, StoreError};
 pub use telemetry::{RETRY_AFTER_BUSY_SECS, StartError, Telemetry};

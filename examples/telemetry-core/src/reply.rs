@@ -1,5 +1,5 @@
 //! Framework-agnostic answers: [`Reply`] (a status and a JSON body), and the
-//! `/slow` and `/stream` endpoints used by the drain tests.
+//! `/slow`, `/stream` and `/events` endpoints used by the drain tests.
 
 use std::time::Duration;
 
@@ -133,6 +133,29 @@ pub fn stream(query: Option<&str>) -> Result<impl Stream<Item = String> + Send +
     }))
 }
 
+/// `GET /events?interval_ms=M`: the numbers of the SSE ticks (`0`, `1`, ...), one every
+/// M ms (at most [`MAX_STREAM_INTERVAL_MS`], 1000 when absent, at least 1), the first at
+/// once; never ending. Each binary sends them as `event: tick` / `data: <n>` through its
+/// adapter's SSE helper, which ends the stream with a `shutdown` event when the drain
+/// begins.
+///
+/// # Errors
+///
+/// A `400` [`Reply`] for a bad M.
+pub fn ticks(query: Option<&str>) -> Result<impl Stream<Item = u64> + Send + 'static, Reply> {
+    let interval = number(query, "interval_ms", 1000, MAX_STREAM_INTERVAL_MS)?.max(1);
+    let interval = Duration::from_millis(interval);
+    Ok(futures_util::stream::unfold(0u64, move |n| async move {
+        if n > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        Some((n, n + 1))
+    }))
+}
+
+/// The name of the events of `/events`.
+pub const TICK_EVENT: &str = "tick";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +196,27 @@ mod tests {
         assert_eq!(stream(Some("chunks=0")).expect("valid").count().await, 0);
         assert!(stream(Some("chunks=10001")).is_err());
         assert!(stream(Some("interval_ms=x")).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ticks_count_up_m_ms_apart_the_first_at_once() {
+        let started = tokio::time::Instant::now();
+        let ticks: Vec<u64> = ticks(Some("interval_ms=250"))
+            .expect("valid")
+            .take(3)
+            .collect()
+            .await;
+        assert_eq!(ticks, [0, 1, 2]);
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        let started = tokio::time::Instant::now();
+        let _: Vec<u64> = super::ticks(None).expect("valid").take(2).collect().await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(1),
+            "1000 ms by default"
+        );
+        assert!(super::ticks(Some("interval_ms=60001")).is_err());
+        assert!(super::ticks(Some("interval_ms=x")).is_err());
     }
 
     #[test]

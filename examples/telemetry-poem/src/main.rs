@@ -1,14 +1,17 @@
 //! The telemetry demo service on poem, through `drain-poem`: the same contract as
 //! `telemetry-axum` (see its README and this crate's). `cargo run -p telemetry-poem`.
 
-use drain_poem::DrainLayer;
+use drain_poem::ws::WebSocketUpgrade;
+use drain_poem::{DrainLayer, OnDrain};
 use futures_util::StreamExt;
 use poem::error::ReadBodyError;
 use poem::http::StatusCode;
 use poem::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use poem::listener::TcpAcceptor;
+use poem::web::sse::Event as SseEvent;
+use poem::web::websocket::Message;
 use poem::web::{Data, Path};
-use poem::{Body, EndpointExt, Request, Response, Route, get, handler, post};
+use poem::{Body, EndpointExt, IntoResponse, Request, Response, Route, get, handler, post};
 use telemetry_core::service::exit;
 use telemetry_core::{Reply, Telemetry};
 use tracing::info;
@@ -36,9 +39,12 @@ async fn main() {
         .at("/telemetry/:id", get(lookup))
         .at("/slow", get(slow))
         .at("/stream", get(stream))
+        .at("/events", get(events))
+        .at("/ws", get(ws))
         .nest("/health", drain_poem::health_routes(shutdown.clone()))
         .at("/metrics", drain_poem::Metrics::new(prometheus))
         .data(telemetry)
+        .data(shutdown.clone())
         .with(DrainLayer::new(shutdown.clone()));
 
     info!(%addr, "listening on {addr}");
@@ -75,6 +81,31 @@ fn stream(request: &Request) -> Response {
             .body(Body::from_bytes_stream(lines.map(Ok::<_, std::io::Error>))),
         Err(reply) => respond(reply),
     }
+}
+
+#[handler]
+fn events(OnDrain(drain): OnDrain, request: &Request) -> Response {
+    match telemetry_core::ticks(request.uri().query()) {
+        Ok(ticks) => {
+            let events = ticks
+                .map(|n| SseEvent::message(n.to_string()).event_type(telemetry_core::TICK_EVENT));
+            drain_poem::sse(events, &drain).into_response()
+        }
+        Err(reply) => respond(reply),
+    }
+}
+
+#[handler]
+fn ws(upgrade: WebSocketUpgrade) -> impl IntoResponse {
+    upgrade.on_upgrade(|mut socket| async move {
+        while let Some(Ok(message)) = socket.recv().await {
+            if let Message::Text(text) = message {
+                if socket.send(Message::Text(text)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    })
 }
 
 fn respond(reply: Reply) -> Response {
