@@ -3,11 +3,13 @@
 //! real signal, and wait for its exit (with a timeout, so that a bug fails the test
 //! instead of hanging CI).
 //!
-//! [`http`] is a small blocking HTTP/1.1 client for those tests; [`scenarios`] is the
+//! [`http`] is a small blocking HTTP/1.1 client for those tests; [`long_lived`] has SSE
+//! and WebSocket clients; [`scenarios`] is the
 //! list of adapter scenarios, written once and run against every framework's probe
 //! with [`adapter_scenarios!`](crate::adapter_scenarios).
 
 pub mod http;
+pub mod long_lived;
 pub mod scenarios;
 
 use std::io::{BufRead, BufReader, Read};

@@ -23,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use e2e_tests::http::{self, Conn, Response};
+use e2e_tests::long_lived::{SseClient, SseEnd, WsClient, WsEnd};
 use e2e_tests::{Child, Signal, Source};
 use test_support::redis::{RedisServer, free_port};
 
@@ -1380,6 +1381,166 @@ fn a_full_buffer_answers_503_with_retry_after(demo: Demo) {
 }
 
 /// Runs every scenario against each demo binary: one line per demo.
+// ----- long-lived connections ----------------------------------------------------------
+
+/// SSE streams and WebSocket sessions of each long-lived scenario.
+const LONG_LIVED: usize = 3;
+
+/// Opens an SSE stream on `/events` and reads its first tick.
+fn open_events(service: &Service) -> SseClient {
+    let mut sse = SseClient::open(service.addr, "/events?interval_ms=100")
+        .unwrap_or_else(|e| panic!("GET /events: {e}\n{}", service.output()));
+    assert_eq!(sse.head().status, 200, "{}", service.output());
+    assert!(
+        sse.head()
+            .header("content-type")
+            .is_some_and(|v| v.starts_with("text/event-stream")),
+        "{:?}",
+        sse.head()
+    );
+    let first = sse
+        .next_event()
+        .unwrap_or_else(|end| panic!("no first tick: {end:?}\n{}", service.output()));
+    assert_eq!((first.event.as_str(), first.data.as_str()), ("tick", "0"));
+    sse
+}
+
+/// Opens a WebSocket on `/ws` and checks that it echoes.
+fn open_ws(service: &Service) -> WsClient {
+    let (mut ws, response) = WsClient::open(service.addr, "/ws")
+        .unwrap_or_else(|e| panic!("GET /ws: {e}\n{}", service.output()));
+    assert_eq!(response.status(), 101);
+    let echo = ws
+        .echo("hello")
+        .unwrap_or_else(|e| panic!("echo: {e}\n{}", service.output()));
+    assert_eq!(echo.into_text().expect("text").as_str(), "hello");
+    ws
+}
+
+/// Reads an SSE stream to its end: the ticks, then the `shutdown` event with `retry:`
+/// and the chunked terminator. Panics on anything else.
+fn sse_ends_with_shutdown(mut sse: SseClient, retry_ms: u64) {
+    loop {
+        match sse.next_event() {
+            Ok(event) if event.event == "tick" => continue,
+            Ok(event) => {
+                assert_eq!(event.event, "shutdown", "{event:?}");
+                assert_eq!(event.retry, Some(retry_ms), "{event:?}");
+                match sse.next_event() {
+                    Err(SseEnd::Complete) => return,
+                    other => panic!("after the shutdown event: {other:?}"),
+                }
+            }
+            Err(end) => panic!("the stream ended without a shutdown event: {end:?}"),
+        }
+    }
+}
+
+/// Reads a WebSocket to its end: Close 1001, answered, then a clean close.
+fn ws_ends_with_going_away(ws: WsClient) {
+    match ws.wait_end() {
+        WsEnd::Closed(Some((code, _))) => assert_eq!(code, 1001, "Going Away"),
+        other => panic!("the session did not end with Close 1001 and a clean close: {other:?}"),
+    }
+}
+
+/// SSE streams and WebSockets open at SIGTERM (`SHUTDOWN_TIMEOUT=30`) end cleanly at the
+/// start of the drain: every SSE client gets the `shutdown` event with `retry:` and a
+/// complete response, every WebSocket client a Close 1001 and a clean close; nothing is
+/// reset, the report counts them drained and closed by the drain, nothing interrupted,
+/// and the process exits 0 long before the timeout.
+fn long_lived_connections_end_cleanly_at_the_drain(demo: Demo) {
+    let db = TempDb::new(demo, "long_lived");
+    let mut service = Service::start(
+        demo,
+        &db,
+        &[("SHUTDOWN_TIMEOUT", "30"), ("SHUTDOWN_RETRY_AFTER", "3")],
+    );
+    let streams: Vec<SseClient> = (0..LONG_LIVED).map(|_| open_events(&service)).collect();
+    let sockets: Vec<WsClient> = (0..LONG_LIVED).map(|_| open_ws(&service)).collect();
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|sse| thread::spawn(move || sse_ends_with_shutdown(sse, 3000)))
+        .chain(
+            sockets
+                .into_iter()
+                .map(|ws| thread::spawn(move || ws_ends_with_going_away(ws))),
+        )
+        .collect();
+
+    let signalled = Instant::now();
+    service.signal(Signal::SIGTERM);
+    let code = service.exit_code();
+    let took = signalled.elapsed();
+    for reader in readers {
+        reader
+            .join()
+            .unwrap_or_else(|_| panic!("a client did not end cleanly\n{}", service.output()));
+    }
+    assert_eq!(code, 0, "{}", service.output());
+    assert!(
+        took < Duration::from_secs(10),
+        "exited {took:?} after SIGTERM, with a 30 s timeout"
+    );
+    let report = service.report();
+    let n = (2 * LONG_LIVED).to_string();
+    assert_eq!(field(&report, "interrupted"), "0", "{report}");
+    assert_eq!(field(&report, "drained"), n, "{report}");
+    assert_eq!(field(&report, "streams_closed_by_drain"), n, "{report}");
+}
+
+/// A WebSocket opened during `SHUTDOWN_DELAY` works (the `101` keeps its upgrade) and
+/// is closed with 1001 when the drain begins; a handshake during the drain gets the
+/// `503` with `Retry-After`.
+fn a_websocket_opened_during_the_pre_stop_delay_works(demo: Demo) {
+    let db = TempDb::new(demo, "ws_delay");
+    let mut service = Service::start(
+        demo,
+        &db,
+        &[("SHUTDOWN_TIMEOUT", "30"), ("SHUTDOWN_DELAY", "1")],
+    );
+    // Keeps the drain open after the delay, for the handshake that must get a 503.
+    let slow = get_in_background(service.addr, "/slow?ms=3000");
+    service.log_line("slow request started");
+    service.signal(Signal::SIGTERM);
+    service.log_line("still serving during the pre-stop delay");
+
+    let (mut ws, response) = WsClient::open(service.addr, "/ws")
+        .unwrap_or_else(|e| panic!("handshake during the delay: {e}\n{}", service.output()));
+    assert_eq!(response.status(), 101);
+    let upgrade = response
+        .headers()
+        .get("connection")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(upgrade.contains("upgrade"), "Connection: {upgrade:?}");
+    let echo = ws.echo("during the delay").expect("echo");
+    assert_eq!(echo.into_text().expect("text").as_str(), "during the delay");
+    ws_ends_with_going_away(ws);
+
+    service.wait_draining();
+    match WsClient::open(service.addr, "/ws") {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert_eq!(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+                Some("10")
+            );
+        }
+        Err(other) => panic!("handshake during the drain: {other}\n{}", service.output()),
+        Ok(_) => panic!("a handshake during the drain was upgraded"),
+    }
+    assert_eq!(join(slow).expect("slow request").status(), 200);
+    assert_eq!(service.exit_code(), 0, "{}", service.output());
+    let report = service.report();
+    assert_eq!(field(&report, "streams_closed_by_drain"), "1", "{report}");
+    assert_eq!(field(&report, "interrupted"), "0", "{report}");
+}
+
 macro_rules! telemetry_scenarios {
     ($($module:ident => $binary:literal),* $(,)?) => {$(
         mod $module {
@@ -1401,6 +1562,8 @@ macro_rules! telemetry_scenarios {
                 redis_receives_each_event_and_sigterm_closes_the_connection,
                 redis_stopped_mid_load_fails_no_request,
                 redis_started_late_publishing_resumes,
+                long_lived_connections_end_cleanly_at_the_drain,
+                a_websocket_opened_during_the_pre_stop_delay_works,
             );
         }
     )*};
