@@ -130,7 +130,10 @@ impl WsClient {
     ///
     /// The handshake's error: `tungstenite::Error::Http(response)` for an answer other
     /// than `101`.
-    pub fn open(addr: SocketAddr, path: &str) -> Result<(Self, tungstenite::handshake::client::Response), tungstenite::Error> {
+    pub fn open(
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<(Self, tungstenite::handshake::client::Response), tungstenite::Error> {
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -178,8 +181,6 @@ impl WsClient {
 fn close_parts(frame: CloseFrame) -> (u16, String) {
     (u16::from(frame.code), frame.reason.as_str().to_owned())
 }
-
-
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,9 @@ use actix_web::{App, HttpResponse, test, web};
 use bytes::Bytes;
 use drain_contract::{Adapter, Chunks, Method, Request, Response, Routes, Version};
 use futures_util::StreamExt;
+use std::convert::Infallible;
+
+use drain_actix::OnDrain;
 use shutdown_core::RequestGate;
 
 type AppService = Box<
@@ -111,12 +114,36 @@ fn routes(config: &mut web::ServiceConfig, routes: Routes) {
             async { Err::<HttpResponse, _>(ErrorInternalServerError("the handler failed")) }
         }),
     );
-    let r = routes;
+    let r = routes.clone();
     config.route(
         "/forever",
         web::get().to(move || {
             r.called();
             std::future::pending::<HttpResponse>()
+        }),
+    );
+    let r = routes.clone();
+    config.route(
+        "/drain-signal",
+        web::get().to(move |OnDrain(drain): OnDrain| {
+            r.called();
+            async move {
+                drain.wait().await;
+                "drain began"
+            }
+        }),
+    );
+    let r = routes;
+    config.route(
+        "/events",
+        web::get().to(move |OnDrain(drain): OnDrain| {
+            r.called();
+            let data = r.events_data();
+            async move {
+                let events =
+                    data.map(|text| Ok::<_, Infallible>(Bytes::from(format!("data: {text}\n\n"))));
+                drain_actix::sse(events, &drain)
+            }
         }),
     );
 }
@@ -127,6 +154,7 @@ impl Adapter for Actix {
         let app = test::init_service(
             App::new()
                 .wrap(drain_actix::DrainLayer::from_gate(gate))
+                .app_data(shutdown.clone())
                 .configure(drain_actix::health_routes(shutdown))
                 .configure(|config| self::routes(config, routes)),
         )

@@ -13,7 +13,12 @@ use bytes::Bytes;
 use drain_axum::Drained;
 use drain_contract::{Adapter, Chunks, Method, Request, Response, Routes, Version};
 use http_body::Body as _;
-use shutdown_core::RequestGate;
+use std::convert::Infallible;
+
+use axum::response::sse::Event;
+use drain_axum::OnDrain;
+use futures_util::StreamExt;
+use shutdown_core::{RequestGate, Shutdown};
 use tower::ServiceExt;
 
 struct Axum {
@@ -76,10 +81,38 @@ fn router(routes: Routes) -> Router {
         .route("/forever", forever)
 }
 
+/// The routes that take the adapter's drain signal, on a router whose state is the
+/// `Shutdown`.
+fn long_lived(routes: Routes, shutdown: Shutdown) -> Router {
+    let r = routes.clone();
+    let signal = get(move |OnDrain(drain): OnDrain| {
+        r.called();
+        async move {
+            drain.wait().await;
+            "drain began"
+        }
+    });
+    let r = routes;
+    let events = get(move |OnDrain(drain): OnDrain| {
+        r.called();
+        let data = r.events_data();
+        async move {
+            let events = data.map(|text| Ok::<_, Infallible>(Event::default().data(text)));
+            drain_axum::sse(events, &drain)
+        }
+    });
+    Router::new()
+        .route("/drain-signal", signal)
+        .route("/events", events)
+        .with_state(shutdown)
+}
+
 impl Adapter for Axum {
     async fn build(gate: RequestGate, routes: Routes) -> Self {
+        let shutdown = gate.shutdown().clone();
+        let router = router(routes.clone()).merge(long_lived(routes, shutdown));
         Self {
-            app: Drained::new(router(routes), drain_axum::DrainLayer::from_gate(gate)),
+            app: Drained::new(router, drain_axum::DrainLayer::from_gate(gate)),
         }
     }
 

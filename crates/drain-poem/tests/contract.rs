@@ -6,10 +6,13 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use drain_contract::{Adapter, Chunks, Method, Request, Response, Routes, Version};
+use drain_poem::OnDrain;
 use futures_util::StreamExt;
+use poem::FromRequest;
 use poem::endpoint::{BoxEndpoint, make};
 use poem::http::StatusCode;
-use poem::{Body, Endpoint, EndpointExt, Route, get, post};
+use poem::web::sse::Event as SseEvent;
+use poem::{Body, Endpoint, EndpointExt, IntoResponse, Route, get, post};
 use shutdown_core::RequestGate;
 
 struct Poem {
@@ -68,6 +71,25 @@ fn routes(routes: Routes) -> Route {
         r.called();
         std::future::pending::<poem::Result<()>>()
     });
+    let r = routes.clone();
+    let signal = make(move |request: poem::Request| {
+        r.called();
+        async move {
+            let OnDrain(drain) = OnDrain::from_request_without_body(&request).await?;
+            drain.wait().await;
+            Ok::<_, poem::Error>("drain began")
+        }
+    });
+    let r = routes.clone();
+    let events = make(move |request: poem::Request| {
+        r.called();
+        let data = r.events_data();
+        async move {
+            let OnDrain(drain) = OnDrain::from_request_without_body(&request).await?;
+            let events = data.map(SseEvent::message);
+            Ok::<_, poem::Error>(drain_poem::sse(events, &drain).into_response())
+        }
+    });
     Route::new()
         .at("/", get(ok(routes.clone())).head(ok(routes.clone())))
         .at("/stream", get(stream))
@@ -76,13 +98,16 @@ fn routes(routes: Routes) -> Route {
         .at("/wait", get(wait))
         .at("/fail", get(fail))
         .at("/forever", get(forever))
+        .at("/drain-signal", get(signal))
+        .at("/events", get(events))
 }
 
 impl Adapter for Poem {
     async fn build(gate: RequestGate, routes: Routes) -> Self {
         let shutdown = gate.shutdown().clone();
         let app = self::routes(routes)
-            .nest("/health", drain_poem::health_routes(shutdown))
+            .nest("/health", drain_poem::health_routes(shutdown.clone()))
+            .data(shutdown)
             .with(drain_poem::DrainLayer::from_gate(gate));
         Self { app: app.boxed() }
     }

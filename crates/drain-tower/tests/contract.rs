@@ -9,11 +9,12 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use drain_contract::{Adapter, Chunks, Method, Request, Response, Routes, Version};
 use drain_tower::{DrainLayer, GuardedBody, Liveness, Readiness};
+use futures_util::StreamExt;
 use http::{Response as HttpResponse, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
-use shutdown_core::{RequestGate, Shutdown};
+use shutdown_core::{RequestGate, Shutdown, UntilDrain};
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -99,6 +100,25 @@ async fn handle(
         }
         "/fail" => Err(io::Error::other("the handler failed")),
         "/forever" => std::future::pending().await,
+        // A plain tower service has no extractors: the handler asks the `Shutdown`.
+        "/drain-signal" => {
+            shutdown.drain_signal().wait().await;
+            Ok(text(StatusCode::OK, "drain began".into()))
+        }
+        "/events" => {
+            let signal = shutdown.drain_signal();
+            let last = Bytes::from(signal.shutdown_event().to_text());
+            let events = routes
+                .events_data()
+                .map(|data| Ok(Bytes::from(format!("data: {data}\n\n"))));
+            let events = UntilDrain::new(events, &signal, Ok(last));
+            let mut response = HttpResponse::new(stream_body(Box::pin(events)));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/event-stream"),
+            );
+            Ok(response)
+        }
         _ => Ok(text(StatusCode::NOT_FOUND, String::new())),
     }
 }

@@ -17,6 +17,10 @@
 //! - `GET /wait` → waits for [`Routes::release`], then `200 done`;
 //! - `GET /fail` → the handler fails (an error of the framework's kind, `500`);
 //! - `GET /forever` → never answers;
+//! - `GET /drain-signal` → takes the adapter's drain signal extractor (`OnDrain`),
+//!   waits for it, then `200 drain began`;
+//! - `GET /events` → the adapter's SSE helper over the data the test feeds through
+//!   [`Routes::events`], one event (`data: <text>`) each;
 //! - `/health/live` and `/health/ready` from the adapter's health routes.
 
 #![deny(missing_docs)]
@@ -258,6 +262,7 @@ impl Response {
 pub struct Routes {
     calls: Arc<AtomicUsize>,
     stream: Arc<Mutex<Option<mpsc::UnboundedReceiver<io::Result<Bytes>>>>>,
+    events: Arc<Mutex<Option<mpsc::UnboundedReceiver<String>>>>,
     release: Arc<Notify>,
 }
 
@@ -298,6 +303,24 @@ impl Routes {
         StreamBody { rx }
     }
 
+    /// A sender whose texts the next `GET /events` sends as events (`data: <text>`).
+    pub fn events(&self) -> mpsc::UnboundedSender<String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.events.lock().unwrap_or_else(PoisonError::into_inner) = Some(rx);
+        tx
+    }
+
+    /// The data of `GET /events`' events: what the test sends through
+    /// [`events`](Self::events). Never ends by itself while the sender lives.
+    pub fn events_data(&self) -> impl Stream<Item = String> + Send + use<> {
+        let rx = self
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        StreamBody { rx }
+    }
+
     /// Lets one waiting `GET /wait` answer.
     pub fn release(&self) {
         self.release.notify_one();
@@ -309,14 +332,14 @@ impl Routes {
     }
 }
 
-struct StreamBody {
-    rx: Option<mpsc::UnboundedReceiver<io::Result<Bytes>>>,
+struct StreamBody<T> {
+    rx: Option<mpsc::UnboundedReceiver<T>>,
 }
 
-impl Stream for StreamBody {
-    type Item = Result<Bytes, io::Error>;
+impl<T> Stream for StreamBody<T> {
+    type Item = T;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         match self.rx.as_mut() {
             Some(rx) => rx.poll_recv(cx),
             None => Poll::Ready(None),
@@ -748,6 +771,105 @@ pub async fn exempt_paths_follow_the_gate<A: Adapter>() {
     assert_eq!(setup.shutdown.rejected(), 0);
 }
 
+/// The drain signal fires when the drain begins, not at the trigger (the pre-stop
+/// delay serves as usual): a handler waiting on it answers then, and its request counts
+/// as drained.
+pub async fn the_drain_signal_fires_at_the_start_of_the_drain_not_at_the_trigger<A: Adapter>() {
+    let setup = Setup::<A>::new().await;
+    let call = setup.send(Request::get("/drain-signal"));
+    let mut call = std::pin::pin!(call);
+    assert!(is_pending(call.as_mut()).await, "the handler waits");
+    assert_eq!(setup.shutdown.in_flight(), 1);
+    setup.shutdown.request_shutdown("contract");
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    assert!(is_pending(call.as_mut()).await, "not at the trigger");
+
+    let drain = setup.drain().await;
+    let response = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the signal fired at the start of the drain");
+    assert_eq!(response.status, 200);
+    assert!(
+        response.closes(),
+        "answered after the trigger, over HTTP/1.1"
+    );
+    assert_eq!(response.text().await, "drain began");
+    let summary = tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .expect("the drain ends with the handler");
+    assert_eq!((summary.drained(), summary.interrupted), (1, 0));
+    assert_eq!(setup.routes.calls(), 1);
+}
+
+/// An SSE response made with the adapter's helper streams as usual through the
+/// pre-stop delay, and when the drain begins sends one last `event: shutdown` with
+/// `retry:` (the configuration's `Retry-After` in milliseconds) and ends: the request
+/// counts as drained and as closed by the drain, not as interrupted.
+pub async fn an_sse_stream_ends_with_a_shutdown_event_when_the_drain_begins<A: Adapter>() {
+    let setup = Setup::<A>::new().await;
+    let events = setup.routes.events();
+    let mut response = setup.send(Request::get("/events")).await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|v| v.starts_with("text/event-stream")),
+        "{:?}",
+        response.headers
+    );
+    events.send("one".into()).expect("stream alive");
+    let first = text_until(&mut response, "\n\n").await;
+    assert_eq!(first, "data: one\n\n");
+
+    setup.shutdown.request_shutdown("contract");
+    events.send("two".into()).expect("stream alive");
+    assert_eq!(
+        text_until(&mut response, "\n\n").await,
+        "data: two\n\n",
+        "served through the trigger"
+    );
+
+    let drain = setup.drain().await;
+    let last = text_until(&mut response, "\n\n").await;
+    let mut fields: Vec<&str> = last.lines().filter(|l| !l.is_empty()).collect();
+    fields.sort_unstable();
+    let retry = format!("retry: {}", RETRY_AFTER_SECS * 1000);
+    assert_eq!(
+        fields,
+        ["data: shutting down", "event: shutdown", retry.as_str()],
+        "{last:?}"
+    );
+    assert_eq!(response.chunk().await, None, "the body ends");
+    assert_eq!(setup.shutdown.in_flight(), 0);
+    let summary = tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .expect("the drain ends with the stream");
+    assert_eq!((summary.drained(), summary.interrupted), (1, 0));
+    assert_eq!(summary.streams_closed_by_drain, 1);
+    drop(events);
+}
+
+/// Polls `future` once: `true` when it is still pending.
+async fn is_pending<F: Future>(mut future: Pin<&mut F>) -> bool {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_pending())).await
+}
+
+/// The body's text up to and including the first `end`, read chunk by chunk (an event
+/// may come in one chunk or several).
+async fn text_until(response: &mut Response, end: &str) -> String {
+    let mut text = String::new();
+    while !text.contains(end) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("a chunk in time")
+            .unwrap_or_else(|| panic!("the body ended after {text:?}"));
+        text.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+    }
+    text
+}
+
 /// Expands to one `#[test]` per contract scenario for the [`Adapter`] `$adapter`.
 #[macro_export]
 macro_rules! contract_tests {
@@ -764,6 +886,8 @@ macro_rules! contract_tests {
             an_admitted_upload_reaches_its_handler_whole,
             a_request_is_released_however_it_ends,
             exempt_paths_follow_the_gate,
+            the_drain_signal_fires_at_the_start_of_the_drain_not_at_the_trigger,
+            an_sse_stream_ends_with_a_shutdown_event_when_the_drain_begins,
         );
     };
     (@each $adapter:ty; $($scenario:ident),* $(,)?) => {
