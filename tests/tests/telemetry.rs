@@ -1380,7 +1380,6 @@ fn a_full_buffer_answers_503_with_retry_after(demo: Demo) {
     assert_eq!(db.ids(), expected);
 }
 
-/// Runs every scenario against each demo binary: one line per demo.
 // ----- long-lived connections ----------------------------------------------------------
 
 /// SSE streams and WebSocket sessions of each long-lived scenario.
@@ -1541,6 +1540,7 @@ fn a_websocket_opened_during_the_pre_stop_delay_works(demo: Demo) {
     assert_eq!(field(&report, "interrupted"), "0", "{report}");
 }
 
+/// Runs every scenario against each demo binary: one line per demo.
 macro_rules! telemetry_scenarios {
     ($($module:ident => $binary:literal),* $(,)?) => {$(
         mod $module {

@@ -106,20 +106,17 @@ async fn ws(request: HttpRequest, body: web::Payload) -> actix_web::Result<HttpR
     let (response, mut socket) = drain_actix::ws::handle(&request, body)?;
     actix_web::rt::spawn(async move {
         while let Some(Ok(message)) = socket.recv().await {
-            match message {
-                actix_ws::Message::Text(text) => {
-                    if socket.session().text(text).await.is_err() {
-                        break;
-                    }
-                }
-                actix_ws::Message::Ping(bytes) => {
-                    let _ = socket.session().pong(&bytes).await;
-                }
+            let sent = match message {
+                actix_ws::Message::Text(text) => socket.session().text(text).await,
+                actix_ws::Message::Ping(bytes) => socket.session().pong(&bytes).await,
                 actix_ws::Message::Close(reason) => {
                     let _ = socket.send(actix_ws::Message::Close(reason)).await;
                     break;
                 }
-                _ => {}
+                _ => Ok(()),
+            };
+            if sent.is_err() {
+                break;
             }
         }
     });
