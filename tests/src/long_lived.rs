@@ -1,7 +1,7 @@
 //! Blocking clients of long-lived responses for end-to-end tests and the benchmark: an
 //! SSE client reading the raw HTTP/1.1 stream (events, then the chunked terminator),
 //! and a WebSocket client (`tungstenite`). Every read and write is bounded by
-//! [`IO_TIMEOUT`](crate::http::IO_TIMEOUT).
+//! [`crate::http::IO_TIMEOUT`].
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};

@@ -16,7 +16,7 @@
 //!     actix_web::rt::spawn(async move {
 //!         // `recv` returns `None` once the drain has closed the session.
 //!         while let Some(Ok(message)) = socket.recv().await {
-//!             if let actix_ws::Message::Text(text) = message {
+//!             if let drain_actix::ws::Message::Text(text) = message {
 //!                 if socket.session().text(text).await.is_err() {
 //!                     break;
 //!                 }
@@ -34,7 +34,10 @@ use std::future::Future;
 
 use actix_web::web::Payload;
 use actix_web::{HttpRequest, HttpResponse};
-use actix_ws::{CloseCode, CloseReason, Closed, Message, MessageStream, ProtocolError, Session};
+/// actix-ws's types, as the sessions of this module use them.
+pub use actix_ws::{
+    CloseCode, CloseReason, Closed, Message, MessageStream, ProtocolError, Session,
+};
 use shutdown_core::websocket::{Connection, GOING_AWAY_REASON};
 
 use crate::long_lived::shutdown_of;
