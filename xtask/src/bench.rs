@@ -16,6 +16,10 @@
 //!   `Server`, with its `serve_with_shutdown`, with `DrainLayer`, and through
 //!   `drain_tonic::serve`, as ratios of one run; and the time to exit with a stream
 //!   open (tonic's, bounded: it never exits).
+//! - long-lived connections (`long-lived-bench`): 200 SSE streams, 200 WebSockets and
+//!   short requests at SIGTERM, on axum, actix-web and poem, this project's drain against
+//!   each framework's own graceful shutdown. `cargo xtask bench long-lived` runs only
+//!   this one and writes it into `docs/performance.md`.
 //!
 //! Nothing here is a test: the figures are reported, never asserted.
 
@@ -136,6 +140,7 @@ fn bench() -> Result<(), String> {
         "--bin",
         "tonic-bench",
     ])?;
+    let long_lived = long_lived()?;
 
     let mut summary = String::new();
     let _ = writeln!(summary, "# Benchmark summary\n");
@@ -262,7 +267,7 @@ fn bench() -> Result<(), String> {
     );
     let _ = writeln!(
         summary,
-        "\n{end_to_end}\n\n{scale}\n\n{writes}\n\n{}",
+        "\n{end_to_end}\n\n{scale}\n\n{writes}\n\n{}\n\n{long_lived}",
         grpc.trim_end()
     );
     fs::write("docs/bench-summary.md", &summary)
@@ -274,6 +279,61 @@ fn bench() -> Result<(), String> {
 
 const SUMMARY_START: &str = "<!-- bench-summary:start -->";
 const SUMMARY_END: &str = "<!-- bench-summary:end -->";
+const LONG_LIVED_START: &str = "<!-- long-lived:start -->";
+const LONG_LIVED_END: &str = "<!-- long-lived:end -->";
+
+/// `cargo xtask bench long-lived`: only the long-lived connections benchmark, written
+/// into `docs/performance.md` between its markers.
+pub fn run_long_lived() -> ExitCode {
+    let result = long_lived().and_then(|section| {
+        let path = "docs/performance.md";
+        let page = fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let dated = format!(
+            "Run of {} ({}, {} cores).\n\n{section}",
+            today(),
+            cpu_model(),
+            thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let page = between(&page, LONG_LIVED_START, LONG_LIVED_END, &dated)
+            .map_err(|e| format!("{path}: {e}"))?;
+        fs::write(path, page).map_err(|e| format!("{path}: {e}"))?;
+        println!("\n{dated}\nwritten to {path}");
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The long-lived connections section: `long-lived-bench` (release), which starts
+/// `long-lived-server` for each framework and mode.
+fn long_lived() -> Result<String, String> {
+    cargo(&[
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "e2e-tests",
+        "--bin",
+        "long-lived-server",
+        "--bin",
+        "long-lived-bench",
+    ])?;
+    let binary = target_dir().join("release/long-lived-bench");
+    println!("==> {}", binary.display());
+    let output = Command::new(&binary)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    if !output.status.success() {
+        return Err(format!("{} failed: {}", binary.display(), output.status));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
 
 /// Copies the summary into `docs/performance.md`, between its markers.
 fn include_in_performance_md(summary: &str) -> Result<(), String> {
@@ -286,14 +346,19 @@ fn include_in_performance_md(summary: &str) -> Result<(), String> {
 /// `page` with what is between the summary markers replaced by `summary`, its headings
 /// one level down and without its title.
 fn with_summary(page: &str, summary: &str) -> Result<String, String> {
-    let (Some(start), Some(end)) = (page.find(SUMMARY_START), page.find(SUMMARY_END)) else {
-        return Err(format!(
-            "the markers {SUMMARY_START} / {SUMMARY_END} are missing"
-        ));
+    between(page, SUMMARY_START, SUMMARY_END, summary)
+}
+
+/// `page` with what is between the markers `open` and `close` replaced by `text`, its
+/// headings one level down and without its title.
+fn between(page: &str, open: &str, close: &str, text: &str) -> Result<String, String> {
+    let (Some(start), Some(end)) = (page.find(open), page.find(close)) else {
+        return Err(format!("the markers {open} / {close} are missing"));
     };
     if end < start {
-        return Err(format!("{SUMMARY_END} comes before {SUMMARY_START}"));
+        return Err(format!("{close} comes before {open}"));
     }
+    let summary = text;
     let body: String = summary
         .lines()
         .filter(|line| !line.starts_with("# "))
@@ -306,7 +371,7 @@ fn with_summary(page: &str, summary: &str) -> Result<String, String> {
         })
         .collect();
     Ok(format!(
-        "{}{SUMMARY_START}\n{}\n{}",
+        "{}{open}\n{}\n{}",
         &page[..start],
         body.trim(),
         &page[end..]

@@ -12,7 +12,8 @@
 //!   (needs the nightly toolchain with its `miri` component, which `.ci/run` installs;
 //!   where it cannot, `ci` warns and runs them under valgrind instead).
 //! - `valgrind`: the same tests under valgrind's memcheck.
-//! - `bench`: the benchmarks, summarised in `docs/bench-summary.md`.
+//! - `bench`: the benchmarks, summarised in `docs/bench-summary.md`; `bench long-lived`
+//!   only the long-lived connections one (SSE and WebSockets at SIGTERM).
 //! - `bench-writes`: only the demo's write benchmark by `ACK_MODE` (part of `bench`),
 //!   printed.
 //! - `rolling-restart`: two demo instances behind haproxy on loopback, restarted in
@@ -76,6 +77,9 @@ fn main() -> ExitCode {
         Some("miri") => miri_steps(),
         Some("valgrind") => vec![valgrind_step()],
         Some("rolling-restart") => return rolling_restart::run(&args[1..]),
+        Some("bench") if args.get(1).map(String::as_str) == Some("long-lived") => {
+            return bench::run_long_lived();
+        }
         Some("bench") => return bench::run(),
         Some("bench-writes") => return bench::run_writes(),
         _ => {
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
             eprintln!("  valgrind  the same tests under valgrind's memcheck");
             eprintln!("  bench  the benchmarks; writes docs/bench-summary.md");
             eprintln!("  bench-writes  only the demo's write benchmark by ACK_MODE, printed");
+            eprintln!("  bench long-lived  only the long-lived connections benchmark");
             eprintln!("  rolling-restart [--bin telemetry-axum] [--path /slow?ms=5]");
             eprintln!("        two instances behind haproxy, restarted in turn under load");
             return ExitCode::from(2);

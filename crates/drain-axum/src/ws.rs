@@ -40,8 +40,8 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use drain_tower::mapping;
-use shutdown_core::websocket::{Connection, GOING_AWAY, GOING_AWAY_REASON};
-use shutdown_core::{DrainSignal, RequestGuard, Shutdown};
+use shutdown_core::Shutdown;
+use shutdown_core::websocket::{Connection, GOING_AWAY, GOING_AWAY_REASON, Handshake};
 
 /// A WebSocket session under the drain: axum's socket, counted in flight until it is
 /// dropped and closed by the drain. `recv` and `send` are the session's (they close it
@@ -106,11 +106,7 @@ impl Connection for Socket {
 /// drain's `503` (`Retry-After`, `Connection: close`), not a `101`. A request that is
 /// not a WebSocket upgrade fails with axum's rejection.
 #[derive(Debug)]
-pub struct WebSocketUpgrade {
-    upgrade: ws::WebSocketUpgrade,
-    guard: RequestGuard,
-    signal: DrainSignal,
-}
+pub struct WebSocketUpgrade(Handshake<ws::WebSocketUpgrade>);
 
 impl WebSocketUpgrade {
     /// Answers `101` and runs `callback` with the session once the connection is
@@ -122,23 +118,14 @@ impl WebSocketUpgrade {
         C: FnOnce(WebSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Self {
-            upgrade,
-            guard,
-            signal,
-        } = self;
-        upgrade
-            .on_upgrade(move |socket| callback(WebSocket::new(Socket(socket), signal, Some(guard))))
+        let (upgrade, session) = self.0.into_parts();
+        upgrade.on_upgrade(move |socket| callback(session.start(Socket(socket))))
     }
 
     /// Configures axum's upgrade (protocols, buffer and message sizes).
     #[must_use]
-    pub fn map(
-        mut self,
-        configure: impl FnOnce(ws::WebSocketUpgrade) -> ws::WebSocketUpgrade,
-    ) -> Self {
-        self.upgrade = configure(self.upgrade);
-        self
+    pub fn map(self, configure: impl FnOnce(ws::WebSocketUpgrade) -> ws::WebSocketUpgrade) -> Self {
+        Self(self.0.map(configure))
     }
 }
 
@@ -154,17 +141,12 @@ where
             .await
             .map_err(IntoResponse::into_response)?;
         let shutdown = Shutdown::from_ref(state);
-        let guard = match shutdown.admit_upgrade(mapping::protocol(parts.version)) {
-            Ok(guard) => guard,
+        match shutdown.admit_websocket(upgrade, mapping::protocol(parts.version)) {
+            Ok(handshake) => Ok(Self(handshake)),
             Err(rejection) => {
                 let plain = rejection.response();
-                return Err(mapping::response(&plain, Body::from(plain.body())));
+                Err(mapping::response(&plain, Body::from(plain.body())))
             }
-        };
-        Ok(Self {
-            upgrade,
-            guard,
-            signal: DrainSignal::from(shutdown),
-        })
+        }
     }
 }

@@ -40,8 +40,7 @@ use drain_tower::mapping;
 use futures_util::{SinkExt, StreamExt};
 use poem::web::websocket::{self, CloseCode, Message, WebSocketStream};
 use poem::{Body, FromRequest, IntoResponse, Request, RequestBody};
-use shutdown_core::websocket::{Connection, GOING_AWAY, GOING_AWAY_REASON};
-use shutdown_core::{DrainSignal, RequestGuard};
+use shutdown_core::websocket::{Connection, GOING_AWAY, GOING_AWAY_REASON, Handshake};
 
 use crate::drain::plain_response;
 use crate::long_lived::shutdown_of;
@@ -112,15 +111,11 @@ impl Connection for Socket {
 ///
 /// When the drain has begun since the request was admitted, extraction fails with the
 /// drain's `503` (`Retry-After`, `Connection: close`), not a `101`.
-pub struct WebSocketUpgrade {
-    upgrade: websocket::WebSocket,
-    guard: RequestGuard,
-    signal: DrainSignal,
-}
+pub struct WebSocketUpgrade(Handshake<websocket::WebSocket>);
 
 impl std::fmt::Debug for WebSocketUpgrade {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebSocketUpgrade").finish_non_exhaustive()
+        f.debug_tuple("WebSocketUpgrade").field(&self.0).finish()
     }
 }
 
@@ -134,23 +129,14 @@ impl WebSocketUpgrade {
         C: FnOnce(WebSocket) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Self {
-            upgrade,
-            guard,
-            signal,
-        } = self;
-        upgrade
-            .on_upgrade(move |stream| callback(WebSocket::new(Socket(stream), signal, Some(guard))))
+        let (upgrade, session) = self.0.into_parts();
+        upgrade.on_upgrade(move |stream| callback(session.start(Socket(stream))))
     }
 
     /// Configures poem's upgrade (protocols, `WebSocketConfig`).
     #[must_use]
-    pub fn map(
-        mut self,
-        configure: impl FnOnce(websocket::WebSocket) -> websocket::WebSocket,
-    ) -> Self {
-        self.upgrade = configure(self.upgrade);
-        self
+    pub fn map(self, configure: impl FnOnce(websocket::WebSocket) -> websocket::WebSocket) -> Self {
+        Self(self.0.map(configure))
     }
 }
 
@@ -158,19 +144,13 @@ impl<'a> FromRequest<'a> for WebSocketUpgrade {
     async fn from_request(request: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
         let upgrade = websocket::WebSocket::from_request(request, body).await?;
         let shutdown = shutdown_of(request)?;
-        let guard = match shutdown.admit_upgrade(mapping::protocol(request.version())) {
-            Ok(guard) => guard,
+        match shutdown.admit_websocket(upgrade, mapping::protocol(request.version())) {
+            Ok(handshake) => Ok(Self(handshake)),
             Err(rejection) => {
                 let plain = rejection.response();
                 let body = Body::from_bytes(Bytes::from_static(plain.body().as_bytes()));
-                let response = plain_response(&plain, body);
-                return Err(poem::Error::from_response(response));
+                Err(poem::Error::from_response(plain_response(&plain, body)))
             }
-        };
-        Ok(Self {
-            upgrade,
-            guard,
-            signal: shutdown.drain_signal(),
-        })
+        }
     }
 }

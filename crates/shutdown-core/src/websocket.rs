@@ -11,8 +11,9 @@ use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use crate::RequestGuard;
 use crate::drain_signal::DrainSignal;
+use crate::gate::{Protocol, Rejection};
+use crate::{RequestGuard, Shutdown};
 
 /// The close code the drain sends: `1001` Going Away ("a server going down").
 pub const GOING_AWAY: u16 = 1001;
@@ -159,6 +160,80 @@ impl<C: Connection> WebSocket<C> {
             }
         })
         .await;
+    }
+}
+
+/// A WebSocket handshake the drain has admitted ([`Shutdown::admit_websocket`]): the
+/// framework's upgrade `U`, and what its session needs (its guard, the drain signal).
+/// Each adapter's upgrade extractor wraps one.
+pub struct Handshake<U> {
+    upgrade: U,
+    session: Pending,
+}
+
+impl<U> Handshake<U> {
+    /// Changes the framework's upgrade (protocols, sizes).
+    #[must_use]
+    pub fn map(self, configure: impl FnOnce(U) -> U) -> Self {
+        Self {
+            upgrade: configure(self.upgrade),
+            session: self.session,
+        }
+    }
+
+    /// The framework's upgrade, to answer `101` with, and the session to start on its
+    /// socket.
+    pub fn into_parts(self) -> (U, Pending) {
+        (self.upgrade, self.session)
+    }
+}
+
+impl<U> fmt::Debug for Handshake<U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake").finish_non_exhaustive()
+    }
+}
+
+/// The session of an admitted handshake, before its socket exists: it holds the guard
+/// (the session is in flight from the handshake on), and dropping it (an upgrade that
+/// failed) releases it.
+pub struct Pending {
+    guard: RequestGuard,
+    signal: DrainSignal,
+}
+
+impl Pending {
+    /// The session on the upgraded `connection`.
+    pub fn start<C: Connection>(self, connection: C) -> WebSocket<C> {
+        WebSocket::new(connection, self.signal, Some(self.guard))
+    }
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+impl Shutdown {
+    /// Admits a WebSocket handshake whose session outlives its `101` response: takes the
+    /// session's guard ([`admit_upgrade`](Self::admit_upgrade)) while the upgrade
+    /// request is still admitted, and keeps it with `upgrade`, the framework's own
+    /// upgrade. `Err` (the drain's `503`) when the drain has begun since the request was
+    /// admitted.
+    pub fn admit_websocket<U>(
+        &self,
+        upgrade: U,
+        protocol: Protocol,
+    ) -> Result<Handshake<U>, Rejection<'_>> {
+        let guard = self.admit_upgrade(protocol)?;
+        Ok(Handshake {
+            upgrade,
+            session: Pending {
+                guard,
+                signal: self.drain_signal(),
+            },
+        })
     }
 }
 
