@@ -122,9 +122,9 @@ async fn a_session_counts_in_flight_until_it_closes_and_the_drain_closes_it_with
     assert_eq!(report.drain.streams_closed_by_drain, 1);
     assert_eq!((report.drain.drained(), report.drain.interrupted), (1, 0));
     assert!(
-        report.drain.drain < Duration::from_secs(5),
+        report.drain.duration < Duration::from_secs(5),
         "closed at the drain's start, not at its deadline: {:?}",
-        report.drain.drain
+        report.drain.duration
     );
 }
 
