@@ -149,10 +149,29 @@ fn is_upgrade<'h>(status: u16, connection: impl IntoIterator<Item = &'h [u8]>) -
 #[derive(Debug)]
 #[must_use]
 pub struct Rejection<'g> {
-    retry_after_text: &'g str,
-    retry_after_secs: u64,
-    discard_limit: u64,
+    policy: &'g RejectionPolicy,
     http1: bool,
+}
+
+/// What a [`Rejection`] sends: kept by each gate, and by the handle for
+/// [`Shutdown::admit_upgrade`]. Behind one reference in a rejection, so that an
+/// [`Admission`] stays as small as a [`Pass`] and a pointer.
+#[derive(Debug, Clone)]
+pub(crate) struct RejectionPolicy {
+    retry_after_secs: u64,
+    /// `retry_after_secs` as the header's text.
+    retry_after_text: Box<str>,
+    discard_limit: u64,
+}
+
+impl RejectionPolicy {
+    pub(crate) fn new(retry_after_secs: u64, discard_limit: u64) -> Self {
+        Self {
+            retry_after_secs,
+            retry_after_text: retry_after_secs.to_string().into_boxed_str(),
+            discard_limit,
+        }
+    }
 }
 
 impl<'g> Rejection<'g> {
@@ -162,7 +181,7 @@ impl<'g> Rejection<'g> {
     /// be read (see [`discard_limit`](Self::discard_limit)).
     pub fn response(&self) -> PlainResponse<'g> {
         let mut response = PlainResponse::text(503, REJECTION_MESSAGE)
-            .with_header("retry-after", self.retry_after_text);
+            .with_header("retry-after", &self.policy.retry_after_text);
         if self.http1 {
             response = response.with_header("connection", "close");
         }
@@ -183,14 +202,14 @@ impl<'g> Rejection<'g> {
     /// [`RequestGate::with_discard_limit`] (a larger body is cut off when the connection
     /// closes). HTTP/2 resets just the stream: nothing to read.
     pub fn discard_limit(&self) -> Option<u64> {
-        let limit = self.discard_limit;
+        let limit = self.policy.discard_limit;
         (self.http1 && limit > 0).then_some(limit)
     }
 
     /// The `Retry-After` value, in whole seconds (gRPC adapters turn it into
     /// `grpc-retry-pushback-ms`).
     pub fn retry_after_secs(&self) -> u64 {
-        self.retry_after_secs
+        self.policy.retry_after_secs
     }
 }
 
@@ -224,9 +243,7 @@ impl Shutdown {
     /// ```
     pub fn admit_upgrade(&self, protocol: Protocol) -> Result<RequestGuard, Rejection<'_>> {
         self.try_enter().ok_or_else(|| Rejection {
-            retry_after_text: self.retry_after_text(),
-            retry_after_secs: self.config().retry_after_secs(),
-            discard_limit: 0,
+            policy: self.upgrade_rejection(),
             http1: protocol == Protocol::Http1,
         })
     }
@@ -345,17 +362,14 @@ pub struct RequestGate {
 struct GateState {
     shutdown: Shutdown,
     exempt: Exempt,
-    retry_after_secs: u64,
-    /// `retry_after_secs` as the header's text.
-    retry_after_text: Box<str>,
-    discard_limit: u64,
+    policy: RejectionPolicy,
 }
 
 impl fmt::Debug for GateState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GateState")
-            .field("retry_after_secs", &self.retry_after_secs)
-            .field("discard_limit", &self.discard_limit)
+            .field("retry_after_secs", &self.policy.retry_after_secs)
+            .field("discard_limit", &self.policy.discard_limit)
             .finish_non_exhaustive()
     }
 }
@@ -400,9 +414,7 @@ impl RequestGate {
         let retry_after_secs = shutdown.config().retry_after_secs();
         Self {
             state: Arc::new(GateState {
-                retry_after_secs,
-                retry_after_text: retry_after_secs.to_string().into_boxed_str(),
-                discard_limit: DEFAULT_DISCARD_LIMIT,
+                policy: RejectionPolicy::new(retry_after_secs, DEFAULT_DISCARD_LIMIT),
                 shutdown,
                 exempt: Exempt::Paths(ExemptPaths::new(
                     DEFAULT_EXEMPT_PATHS.iter().map(|p| Box::from(*p)).collect(),
@@ -444,8 +456,7 @@ impl RequestGate {
     /// configuration's.
     pub fn with_retry_after_secs(mut self, secs: u64) -> Self {
         let state = Arc::make_mut(&mut self.state);
-        state.retry_after_secs = secs;
-        state.retry_after_text = secs.to_string().into_boxed_str();
+        state.policy = RejectionPolicy::new(secs, state.policy.discard_limit);
         self
     }
 
@@ -453,7 +464,7 @@ impl RequestGate {
     /// throws away before it sends the `503` message (default [`DEFAULT_DISCARD_LIMIT`];
     /// see [`Rejection::discard_limit`]). `0` reads nothing.
     pub fn with_discard_limit(mut self, bytes: u64) -> Self {
-        Arc::make_mut(&mut self.state).discard_limit = bytes;
+        Arc::make_mut(&mut self.state).policy.discard_limit = bytes;
         self
     }
 
@@ -491,9 +502,7 @@ impl RequestGate {
             })
         } else {
             Admission::Rejected(Rejection {
-                retry_after_text: &self.state.retry_after_text,
-                retry_after_secs: self.state.retry_after_secs,
-                discard_limit: self.state.discard_limit,
+                policy: &self.state.policy,
                 http1,
             })
         }
@@ -592,8 +601,8 @@ impl fmt::Debug for RequestGate {
         };
         f.debug_struct("RequestGate")
             .field("exempt", exempt)
-            .field("retry_after_secs", &self.state.retry_after_secs)
-            .field("discard_limit", &self.state.discard_limit)
+            .field("retry_after_secs", &self.state.policy.retry_after_secs)
+            .field("discard_limit", &self.state.policy.discard_limit)
             .finish_non_exhaustive()
     }
 }

@@ -17,6 +17,7 @@ use tracing::{debug, error, info, warn};
 use crate::cleanup::{CleanupOutcome, CleanupTask, IntoCleanup, panic_message};
 use crate::config::ShutdownConfig;
 use crate::drain_signal::DrainSignal;
+use crate::gate::RejectionPolicy;
 use crate::in_flight::{RequestGuard, TrackerOwner};
 use crate::observer::ShutdownObserver;
 use crate::phase::{Phase, Trigger};
@@ -104,8 +105,8 @@ struct Inner {
     drain_started: Arc<Notify>,
     /// Long-lived responses ended by the drain signal.
     streams_closed: AtomicU64,
-    /// The configuration's `Retry-After`, as the header's text.
-    retry_after_text: Box<str>,
+    /// What [`Shutdown::admit_upgrade`] rejects with: the configuration's `Retry-After`.
+    upgrade_rejection: RejectionPolicy,
     root: CancellationToken,
     requests: CancellationToken,
     tasks: TaskTracker,
@@ -128,7 +129,7 @@ impl Shutdown {
     pub fn new(config: ShutdownConfig) -> Self {
         let root = CancellationToken::new();
         let requests = root.child_token();
-        let retry_after_text = config.retry_after_secs().to_string().into_boxed_str();
+        let upgrade_rejection = RejectionPolicy::new(config.retry_after_secs(), 0);
         Self {
             inner: Arc::new(Inner {
                 in_flight: TrackerOwner::new(),
@@ -139,7 +140,7 @@ impl Shutdown {
                 phase_tx: watch::Sender::new(Phase::Running),
                 drain_started: Arc::new(Notify::new()),
                 streams_closed: AtomicU64::new(0),
-                retry_after_text,
+                upgrade_rejection,
                 root,
                 requests,
                 tasks: TaskTracker::new(),
@@ -335,8 +336,8 @@ impl Shutdown {
         DrainSignal::new(self.clone())
     }
 
-    pub(crate) fn retry_after_text(&self) -> &str {
-        &self.inner.retry_after_text
+    pub(crate) fn upgrade_rejection(&self) -> &RejectionPolicy {
+        &self.inner.upgrade_rejection
     }
 
     pub(crate) fn drain_notify(&self) -> Arc<Notify> {
