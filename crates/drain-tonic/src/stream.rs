@@ -14,13 +14,13 @@
 //! last message) awaits [`Shutdown::draining`] itself.
 
 use std::fmt;
-use std::future::Future;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use pin_project_lite::pin_project;
-use shutdown_core::Shutdown;
+use shutdown_core::{DrainStarted, Shutdown};
 use tonic::Status;
 
 /// The message of the status that ends a stream at the start of the drain.
@@ -34,7 +34,7 @@ pub const DRAIN_MESSAGE: &str = "the server is shutting down; reconnect to resum
 ///
 /// ```
 /// use drain_tonic::end_on_drain;
-/// use shutdown_core::Shutdown;
+/// use shutdown_core::{DrainStarted, Shutdown};
 /// use tonic::{Response, Status};
 ///
 /// # async fn handler(shutdown: Shutdown) -> Result<(), Status> {
@@ -45,10 +45,9 @@ pub const DRAIN_MESSAGE: &str = "the server is shutting down; reconnect to resum
 /// # }
 /// ```
 pub fn end_on_drain<S>(stream: S, shutdown: &Shutdown) -> DrainStream<S> {
-    let shutdown = shutdown.clone();
     DrainStream {
         inner: stream,
-        draining: Some(Box::pin(async move { shutdown.draining().await })),
+        draining: Box::pin(shutdown.drain_signal().wait()),
         status: Some(Status::unavailable(DRAIN_MESSAGE)),
         ended: false,
     }
@@ -60,7 +59,8 @@ pin_project! {
     pub struct DrainStream<S> {
         #[pin]
         inner: S,
-        draining: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+        // Boxed: the stream stays `Unpin` when `S` is.
+        draining: Pin<Box<DrainStarted>>,
         status: Option<Status>,
         ended: bool,
     }
@@ -96,12 +96,11 @@ where
         if *this.ended {
             return Poll::Ready(None);
         }
-        if let Some(draining) = this.draining {
-            if draining.as_mut().poll(cx).is_ready() {
-                *this.draining = None;
-                *this.ended = true;
-                return Poll::Ready(this.status.take().map(Err));
-            }
+        if this.draining.as_mut().poll(cx).is_ready() {
+            *this.ended = true;
+            // Counted in the report's `streams_closed_by_drain`.
+            this.draining.stream_closed();
+            return Poll::Ready(this.status.take().map(Err));
         }
         let item = this.inner.poll_next(cx);
         if let Poll::Ready(None) = item {
@@ -166,6 +165,11 @@ mod tests {
         assert_eq!(status.message(), DRAIN_MESSAGE);
         assert!(stream.next().await.is_none(), "ended after the status");
         drain.await.expect("drain");
+        assert_eq!(
+            shutdown.streams_closed_by_drain(),
+            1,
+            "counted as closed by the drain"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -188,5 +192,6 @@ mod tests {
         shutdown.request_shutdown("test");
         shutdown.drain().await;
         assert!(stream.next().await.is_none(), "no status after its own end");
+        assert_eq!(shutdown.streams_closed_by_drain(), 0);
     }
 }
