@@ -34,9 +34,23 @@ use std::time::{Duration, Instant};
 
 const SHUTDOWN_RUNS: usize = 20;
 
-/// `cargo xtask bench-writes`: only the write benchmark, printed.
-pub fn run_writes() -> ExitCode {
-    match crate::bench_writes::run() {
+/// `cargo xtask bench-writes [--clients N]`: only the write benchmark, printed.
+pub fn run_writes(args: &[String]) -> ExitCode {
+    let clients = match args {
+        [] => crate::bench_writes::DEFAULT_CLIENTS,
+        [flag, n] if flag == "--clients" => match n.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                eprintln!("bench-writes: --clients takes a positive whole number, not {n:?}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => {
+            eprintln!("usage: cargo xtask bench-writes [--clients N]");
+            return ExitCode::from(2);
+        }
+    };
+    match crate::bench_writes::run(clients) {
         Ok(section) => {
             println!("\n{section}");
             ExitCode::SUCCESS
@@ -130,7 +144,7 @@ fn bench() -> Result<(), String> {
     let shutdown_row = shutdown_latency()?;
     let end_to_end = crate::bench_e2e::run()?;
     let scale = crate::bench_e2e::scale()?;
-    let writes = crate::bench_writes::run()?;
+    let writes = crate::bench_writes::run(crate::bench_writes::DEFAULT_CLIENTS)?;
     let grpc = cargo(&[
         "run",
         "--release",

@@ -8,7 +8,7 @@
 //! - `per-request`: `202` once committed, one transaction per request
 //!   (`COMMIT_BATCH=1`).
 //!
-//! [`CONNECTIONS`] keep-alive connections, each on a thread of its own, `POST
+//! [`DEFAULT_CLIENTS`] keep-alive connections (or `--clients N`), each on a thread of its own, `POST
 //! /telemetry` unique ids one request at a time, for [`MEASURE`] after a [`WARM_UP`];
 //! requests/s (`202` only) and the p99 latency are recorded. The modes alternate in
 //! rotating order over [`ROUNDS`] rounds, each run on a fresh server and a fresh
@@ -60,8 +60,10 @@ const MODES: [Mode; 4] = [
 const BASELINE: usize = 1;
 /// Rounds of the rotation: each mode runs once per round.
 const ROUNDS: usize = 5;
-/// Concurrent clients, each with one keep-alive connection.
-const CONNECTIONS: usize = 64;
+/// Concurrent clients, each with one keep-alive connection, unless `--clients N`. Each
+/// client waits for its answer before it posts again, so a durable commit gathers at
+/// most this many events: more clients measure the modes nearer saturation.
+pub const DEFAULT_CLIENTS: usize = 64;
 const WARM_UP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(4);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,11 +88,11 @@ struct Run {
 /// # Errors
 ///
 /// When the build fails or a server does not start, answer or stop.
-pub fn run() -> Result<String, String> {
+pub fn run(clients: usize) -> Result<String, String> {
     let binary = build()?;
     let work = std::env::temp_dir().join(format!("xtask-bench-writes-{}", std::process::id()));
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-    let measured = measure_all(&binary, &work);
+    let measured = measure_all(&binary, &work, clients);
     let _ = fs::remove_dir_all(&work);
     let (results, orders) = measured?;
 
@@ -111,7 +113,7 @@ pub fn run() -> Result<String, String> {
     );
     let _ = writeln!(
         out,
-        "{CONNECTIONS} clients on 127.0.0.1, each a thread with one keep-alive connection posting unique ids one request at a time; each run a fresh release server and a fresh SQLite file (WAL) in the temporary directory, warmed up {} s, measured {} s. {ROUNDS} rounds, the modes alternating in rotating order ({}). Medians over the rounds; requests/s counts `202`s only. Not pinned: the client threads and the server share the machine's {} cores.\n",
+        "{clients} clients on 127.0.0.1, each a thread with one keep-alive connection posting unique ids one request at a time; each run a fresh release server and a fresh SQLite file (WAL) in the temporary directory, warmed up {} s, measured {} s. {ROUNDS} rounds, the modes alternating in rotating order ({}). Medians over the rounds; requests/s counts `202`s only. Not pinned: the client threads and the server share the machine's {} cores.\n",
         WARM_UP.as_secs(),
         MEASURE.as_secs(),
         orders
@@ -162,7 +164,7 @@ pub fn run() -> Result<String, String> {
 
 type Measured = (Vec<Vec<Run>>, Vec<String>);
 
-fn measure_all(binary: &Path, work: &Path) -> Result<Measured, String> {
+fn measure_all(binary: &Path, work: &Path, clients: usize) -> Result<Measured, String> {
     let mut results: Vec<Vec<Run>> = vec![Vec::new(); MODES.len()];
     let mut orders = Vec::new();
     for round in 0..ROUNDS {
@@ -180,7 +182,7 @@ fn measure_all(binary: &Path, work: &Path) -> Result<Measured, String> {
             let name = MODES[mode].name;
             let db = work.join(format!("{name}-{round}.db"));
             let mut server = Server::start(binary, &db, MODES[mode].env)?;
-            let measured = measure(server.addr, &format!("{name}-{round}"));
+            let measured = measure(server.addr, &format!("{name}-{round}"), clients);
             let stopped = server.stop();
             let run = measured.map_err(|e| format!("{name}: {e}"))?;
             stopped.map_err(|e| format!("{name}: {e}"))?;
@@ -199,10 +201,10 @@ fn measure_all(binary: &Path, work: &Path) -> Result<Measured, String> {
 }
 
 /// Warm-up, then the measured load; the server's metrics around it.
-fn measure(addr: SocketAddr, prefix: &str) -> Result<Run, String> {
-    load(addr, &format!("{prefix}-warm"), WARM_UP)?;
+fn measure(addr: SocketAddr, prefix: &str, clients: usize) -> Result<Run, String> {
+    load(addr, &format!("{prefix}-warm"), WARM_UP, clients)?;
     let before = commits_and_stored(addr)?;
-    let (mut latencies, refused, elapsed) = load(addr, prefix, MEASURE)?;
+    let (mut latencies, refused, elapsed) = load(addr, prefix, MEASURE, clients)?;
     let after = commits_and_stored(addr)?;
     let commits = after.0 - before.0;
     let events_per_commit = if commits > 0.0 {
@@ -223,16 +225,17 @@ fn measure(addr: SocketAddr, prefix: &str) -> Result<Run, String> {
     })
 }
 
-/// [`CONNECTIONS`] threads posting for `duration`: the latencies of the `202`s, the
-/// count of other answers, and the time it took.
+/// `clients` threads posting for `duration`: the latencies of the `202`s, the count of
+/// other answers, and the time it took.
 fn load(
     addr: SocketAddr,
     prefix: &str,
     duration: Duration,
+    clients: usize,
 ) -> Result<(Vec<Duration>, usize, Duration), String> {
     let started = Instant::now();
     let until = started + duration;
-    let clients: Vec<_> = (0..CONNECTIONS)
+    let clients: Vec<_> = (0..clients)
         .map(|c| {
             let prefix = format!("{prefix}-{c}");
             thread::spawn(move || client(addr, &prefix, until))

@@ -81,7 +81,7 @@ fn main() -> ExitCode {
             return bench::run_long_lived();
         }
         Some("bench") => return bench::run(),
-        Some("bench-writes") => return bench::run_writes(),
+        Some("bench-writes") => return bench::run_writes(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <ci|recipes|loom|mutants|miri|valgrind|bench|bench-writes|rolling-restart>"
@@ -97,7 +97,9 @@ fn main() -> ExitCode {
             eprintln!("  miri  the request tracker's tests under miri (nightly toolchain)");
             eprintln!("  valgrind  the same tests under valgrind's memcheck");
             eprintln!("  bench  the benchmarks; writes docs/bench-summary.md");
-            eprintln!("  bench-writes  only the demo's write benchmark by ACK_MODE, printed");
+            eprintln!(
+                "  bench-writes [--clients N]  only the demo's write benchmark by ACK_MODE, printed"
+            );
             eprintln!("  bench long-lived  only the long-lived connections benchmark");
             eprintln!("  rolling-restart [--bin telemetry-axum] [--path /slow?ms=5]");
             eprintln!("        two instances behind haproxy, restarted in turn under load");
