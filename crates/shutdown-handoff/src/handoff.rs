@@ -360,8 +360,9 @@ impl Handoff {
     /// Says this process now serves: writes `PID_FILE` (atomically), then tells the
     /// process it succeeds (which then stops accepting and drains) or, when started by
     /// systemd with `Type=notify`, systemd (`READY=1`). Call it once the service is
-    /// started (database open, listener taken), right before serving. Later calls do
-    /// nothing.
+    /// started (database open, listener taken), right before serving. A `SIGHUP` from
+    /// the call on restarts this process, so one sent as soon as the pid file names
+    /// it is not refused. Later calls do nothing.
     ///
     /// # Errors
     ///
@@ -369,9 +370,21 @@ impl Handoff {
     /// (it has gone): the caller should exit, and the old process, if still there,
     /// keeps serving.
     pub fn ready(&self) -> Result<(), HandoffError> {
-        if self.inner.ready.load(Ordering::Acquire) {
+        // Restarts are accepted before anything announces this process, so that a
+        // supervisor that sends `SIGHUP` as soon as the pid file names it (or as soon
+        // as the predecessor exits) is not refused as "not ready yet".
+        if self.inner.ready.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        let announced = self.announce();
+        if announced.is_err() {
+            self.inner.ready.store(false, Ordering::Release);
+        }
+        announced
+    }
+
+    /// Writes the pid file, then tells the predecessor or systemd.
+    fn announce(&self) -> Result<(), HandoffError> {
         if let Some(path) = self.inner.config.pid_file() {
             crate::pid_file::write(path, std::process::id())?;
         }
@@ -402,7 +415,6 @@ impl Handoff {
         }
         #[cfg(not(target_os = "linux"))]
         info!("ready");
-        self.inner.ready.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -463,5 +475,64 @@ impl fmt::Display for Source {
             Some(SocketSource::Systemd) => f.write_str("systemd"),
             Some(SocketSource::Parent(pid)) => write!(f, "previous process {pid}"),
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// A supervisor that sends `SIGHUP` as soon as the pid file names the process must
+    /// not be refused as "not ready yet": the process accepts restarts before it
+    /// announces itself. The pid file's temporary file is a FIFO here: writing it
+    /// blocks until the test opens it, which the test does only once the process
+    /// accepts restarts (or after a bound, to fail instead of hanging).
+    #[test]
+    fn restarts_are_accepted_before_the_pid_file_is_written() {
+        let dir = std::env::temp_dir().join(format!("handoff-ready-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let pid_file = dir.join("service.pid");
+        let temporary = dir.join(format!("service.pid.{}.tmp", std::process::id()));
+        nix::unistd::mkfifo(&temporary, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let config = HandoffConfig::from_lookup(|name| {
+            (name == crate::ENV_PID_FILE).then(|| pid_file.clone().into_os_string())
+        })
+        .expect("config");
+        let handoff = Handoff::with_parts(config, Program::current(), None, Vec::new(), None);
+
+        let reader = {
+            let handoff = handoff.clone();
+            let temporary = temporary.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let bound = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !handoff.is_ready() && std::time::Instant::now() < bound {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                // Until this open, `ready` cannot have written the pid file.
+                let ready_before_written = handoff.is_ready();
+                let mut fifo = std::fs::File::open(&temporary).expect("open the fifo");
+                let mut written = String::new();
+                fifo.read_to_string(&mut written).expect("read the fifo");
+                (ready_before_written, written)
+            })
+        };
+        // fsync of a FIFO fails: `ready` reports the pid file's error.
+        let result = handoff.ready();
+        let (ready_before_written, written) = reader.join().expect("reader");
+
+        assert_eq!(written, format!("{}\n", std::process::id()));
+        assert!(
+            ready_before_written,
+            "a SIGHUP sent once the pid file is written restarts the process"
+        );
+        let error = result.expect_err("a FIFO cannot be synced");
+        assert!(error.to_string().starts_with("PID_FILE="), "{error}");
+        assert!(
+            !handoff.is_ready(),
+            "not ready when ready() failed: the caller exits"
+        );
+        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }
