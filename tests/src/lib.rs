@@ -13,6 +13,7 @@ pub mod long_lived;
 pub mod scenarios;
 
 use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -325,4 +326,106 @@ impl Drop for Orphan {
             let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
         }
     }
+}
+
+/// A service deployed for an in-place restart: a directory of its own holding the
+/// service's binary (`service`, a symbolic link to the built program) and its pid file.
+/// A test replaces "the binary" as a deployment does, with a script that runs the
+/// program with some variables set; a `SIGHUP` then starts what is at the path.
+/// Removed when dropped.
+#[derive(Debug)]
+pub struct Deploy {
+    dir: PathBuf,
+    program: PathBuf,
+}
+
+impl Deploy {
+    /// A fresh directory for `test`, with `service` linked to `program`.
+    pub fn new(test: &str, program: impl AsRef<Path>) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let program = program.as_ref().to_owned();
+        let name = program
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("service");
+        let dir = std::env::temp_dir().join(format!(
+            "handoff-{}-{name}-{test}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("deploy directory");
+        std::os::unix::fs::symlink(&program, dir.join("service")).expect("link the program");
+        Self { dir, program }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The service's binary: what it is started as, and what a restart starts.
+    pub fn binary(&self) -> PathBuf {
+        self.dir.join("service")
+    }
+
+    /// Where the service writes its pid (`PID_FILE`).
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("service.pid")
+    }
+
+    /// The pid in the pid file.
+    pub fn pid_in_file(&self) -> u32 {
+        read_pid(&self.pid_file())
+    }
+
+    /// Replaces the binary, as a deployment does (written beside, renamed over), with a
+    /// script that runs the program with `env` set.
+    pub fn replace(&self, env: &[(&str, &str)]) {
+        self.replace_with("", env);
+    }
+
+    /// Like [`replace`](Self::replace), the script running the shell commands
+    /// `prelude` first (`sleep 1`: a binary slow to start). The script runs with the
+    /// passed descriptors: a command that outlives it (one killed with the script)
+    /// must not keep them, e.g. `sleep 1 3>&- 4>&-`.
+    pub fn replace_with(&self, prelude: &str, env: &[(&str, &str)]) {
+        let assignments: String = env.iter().map(|(k, v)| format!("{k}='{v}' ")).collect();
+        let script = format!(
+            "#!/bin/sh\n{prelude}\n{assignments}exec '{}' \"$@\"\n",
+            self.program.display()
+        );
+        let new = self.dir.join("service.new");
+        std::fs::write(&new, script).expect("write the new binary");
+        let mut permissions = std::fs::metadata(&new).expect("metadata").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&new, permissions).expect("make it executable");
+        std::fs::rename(&new, self.binary()).expect("replace the binary");
+    }
+
+    /// A command that starts the service from its path, in its directory, with
+    /// `PID_FILE` and `env` set.
+    pub fn command(&self, env: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(self.binary());
+        command
+            .envs(env.iter().copied())
+            .env("PID_FILE", self.pid_file())
+            .current_dir(&self.dir);
+        command
+    }
+}
+
+impl Drop for Deploy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The pid in a pid file.
+pub fn read_pid(path: &Path) -> u32 {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("pid file {text:?}: {e}"))
 }

@@ -2,20 +2,19 @@
 //! starts the binary found at the service's path, passes it the listening socket, and
 //! the old process stops once the successor is ready. One process per scenario.
 //!
-//! The service runs from a copy of the probe in a directory of its own, so that a test
-//! can replace "the binary" as a deployment does: with a script that sets the probe's
-//! behaviour (`PROBE_*`) and runs it.
+//! The service runs from a path of its own ([`Deploy`]), so that a test can replace
+//! "the binary" as a deployment does: with a script that sets the probe's behaviour
+//! (`PROBE_*`) and runs it.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use e2e_tests::{Child, Orphan, Signal, Source};
+use e2e_tests::{Child, Deploy, Orphan, Signal, Source};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_handoff-probe");
 /// Generous bounds: they only stop a hung child from hanging CI.
@@ -23,67 +22,12 @@ const START: Duration = Duration::from_secs(20);
 const EXIT: Duration = Duration::from_secs(20);
 const IO: Duration = Duration::from_secs(5);
 
-/// A directory holding the service's binary (`service`) and its pid file.
-struct Deploy {
-    dir: PathBuf,
-}
-
-impl Deploy {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("handoff-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("deploy directory");
-        std::fs::copy(PROBE, dir.join("service")).expect("copy the probe");
-        Self { dir }
-    }
-
-    fn binary(&self) -> PathBuf {
-        self.dir.join("service")
-    }
-
-    fn pid_file(&self) -> PathBuf {
-        self.dir.join("service.pid")
-    }
-
-    /// Replaces the binary, as a deployment does (write beside, rename over), with a
-    /// script that runs the probe with `env` set.
-    fn replace(&self, env: &[(&str, &str)]) {
-        let assignments: String = env.iter().map(|(k, v)| format!("{k}='{v}' ")).collect();
-        let script = format!("#!/bin/sh\n{assignments}exec '{PROBE}' \"$@\"\n");
-        let new = self.dir.join("service.new");
-        std::fs::write(&new, script).expect("write the new binary");
-        let status = Command::new("chmod")
-            .arg("755")
-            .arg(&new)
-            .status()
-            .expect("chmod");
-        assert!(status.success());
-        std::fs::rename(&new, self.binary()).expect("replace the binary");
-    }
-
-    fn pid_in_file(&self) -> u32 {
-        read_pid(&self.pid_file())
-    }
-
-    /// Starts the service from its path; returns it and the address it serves.
-    fn start(&self, env: &[(&str, &str)]) -> (Child, SocketAddr) {
-        let pid_file = self.pid_file();
-        let mut command = Command::new(self.binary());
-        command
-            .envs(env.iter().copied())
-            .env("PID_FILE", &pid_file)
-            .current_dir(&self.dir);
-        let mut child = Child::spawn_command(command).expect("start the service");
-        let addr = listening_addr(&mut child);
-        child.wait_for_line(Source::Stdout, "ready pid=", START);
-        (child, addr)
-    }
-}
-
-impl Drop for Deploy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Starts the service from its path; returns it and the address it serves.
+fn start(deploy: &Deploy, env: &[(&str, &str)]) -> (Child, SocketAddr) {
+    let mut child = Child::spawn_command(deploy.command(env)).expect("start the service");
+    let addr = listening_addr(&mut child);
+    child.wait_for_line(Source::Stdout, "ready pid=", START);
+    (child, addr)
 }
 
 fn listening_addr(child: &mut Child) -> SocketAddr {
@@ -91,13 +35,6 @@ fn listening_addr(child: &mut Child) -> SocketAddr {
     line.trim_start_matches("listening on ")
         .parse()
         .unwrap_or_else(|e| panic!("{line}: {e}"))
-}
-
-fn read_pid(path: &Path) -> u32 {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("pid file {text:?}: {e}"))
 }
 
 /// Who answers a connection now: `(pid, version)`.
@@ -180,8 +117,8 @@ impl Clients {
 #[test]
 fn sighup_hands_the_listener_to_the_binary_now_at_the_path() {
     e2e_tests::adopt_orphans();
-    let deploy = Deploy::new("success");
-    let (mut old, addr) = deploy.start(&[]);
+    let deploy = Deploy::new("success", PROBE);
+    let (mut old, addr) = start(&deploy, &[]);
     let old_pid = old.pid();
     assert_eq!(ask(addr).expect("served").0, old_pid);
     assert_eq!(deploy.pid_in_file(), old_pid, "written once ready");
@@ -251,8 +188,8 @@ fn sighup_hands_the_listener_to_the_binary_now_at_the_path() {
 #[test]
 fn a_successor_that_exits_before_ready_leaves_the_old_process_serving_and_a_later_sighup_retries() {
     e2e_tests::adopt_orphans();
-    let deploy = Deploy::new("exits");
-    let (mut old, addr) = deploy.start(&[]);
+    let deploy = Deploy::new("exits", PROBE);
+    let (mut old, addr) = start(&deploy, &[]);
     let old_pid = old.pid();
 
     deploy.replace(&[("PROBE_EXIT_BEFORE_READY", "3")]);
@@ -281,8 +218,8 @@ fn a_successor_that_exits_before_ready_leaves_the_old_process_serving_and_a_late
 #[test]
 fn a_successor_not_ready_in_time_is_killed_and_the_old_process_keeps_serving() {
     e2e_tests::adopt_orphans();
-    let deploy = Deploy::new("timeout");
-    let (mut old, addr) = deploy.start(&[("SHUTDOWN_HANDOFF_TIMEOUT", "1")]);
+    let deploy = Deploy::new("timeout", PROBE);
+    let (mut old, addr) = start(&deploy, &[("SHUTDOWN_HANDOFF_TIMEOUT", "1")]);
     let old_pid = old.pid();
 
     deploy.replace(&[("PROBE_NEVER_READY", "1")]);
@@ -302,8 +239,8 @@ fn a_successor_not_ready_in_time_is_killed_and_the_old_process_keeps_serving() {
 #[test]
 fn sighup_during_a_restart_is_logged_and_ignored() {
     e2e_tests::adopt_orphans();
-    let deploy = Deploy::new("twice");
-    let (mut old, addr) = deploy.start(&[]);
+    let deploy = Deploy::new("twice", PROBE);
+    let (mut old, addr) = start(&deploy, &[]);
 
     deploy.replace(&[("PROBE_VERSION", "2"), ("PROBE_READY_DELAY_MS", "1500")]);
     old.signal(Signal::SIGHUP);
@@ -331,8 +268,8 @@ fn sighup_during_a_restart_is_logged_and_ignored() {
 #[test]
 fn sigterm_during_a_restart_stops_the_successor_and_drains_as_usual() {
     e2e_tests::adopt_orphans();
-    let deploy = Deploy::new("sigterm");
-    let (mut old, _addr) = deploy.start(&[]);
+    let deploy = Deploy::new("sigterm", PROBE);
+    let (mut old, _addr) = start(&deploy, &[]);
 
     deploy.replace(&[("PROBE_NEVER_READY", "1")]);
     old.signal(Signal::SIGHUP);
@@ -361,7 +298,7 @@ fn sigterm_during_a_restart_stops_the_successor_and_drains_as_usual() {
 
 #[test]
 fn sighup_before_the_service_is_ready_is_ignored() {
-    let deploy = Deploy::new("early");
+    let deploy = Deploy::new("early", PROBE);
     let mut command = Command::new(deploy.binary());
     command.env("PROBE_READY_DELAY_MS", "1000");
     let mut child = Child::spawn_command(command).expect("start");
@@ -382,7 +319,7 @@ fn socket_activation_serves_the_socket_passed_in_listen_fds_and_hands_it_over() 
     use command_fds::{CommandFdExt, FdMapping};
 
     e2e_tests::adopt_orphans();
-    let deploy = Deploy::new("activation");
+    let deploy = Deploy::new("activation", PROBE);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     // As systemd does: the socket at descriptor 3, and LISTEN_PID set in the child to
@@ -395,7 +332,7 @@ fn socket_activation_serves_the_socket_passed_in_listen_fds_and_hands_it_over() 
         .env("LISTEN_FDS", "1")
         .env("LISTEN_FDNAMES", "probe")
         .env("BIND_ADDR", "127.0.0.1:1")
-        .current_dir(&deploy.dir);
+        .current_dir(deploy.dir());
     command
         .fd_mappings(vec![FdMapping {
             parent_fd: listener.into(),
@@ -431,7 +368,7 @@ fn socket_activation_serves_the_socket_passed_in_listen_fds_and_hands_it_over() 
 
 #[test]
 fn sockets_meant_for_another_process_are_ignored() {
-    let deploy = Deploy::new("other");
+    let deploy = Deploy::new("other", PROBE);
     let mut command = Command::new(deploy.binary());
     command.env("LISTEN_FDS", "1").env("LISTEN_PID", "1");
     let mut child = Child::spawn_command(command).expect("start");

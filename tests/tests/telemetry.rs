@@ -7,6 +7,7 @@
 //!
 //! The scenarios are written once, as functions taking a [`Demo`]; the
 //! `telemetry_scenarios!` list at the bottom runs them all against each demo binary.
+//! The in-place restart's scenarios (`SIGHUP`) are in `telemetry/handoff.rs`.
 //!
 //! The demos are other packages, so Cargo does not build them for this test: build
 //! them first, with the same profile and `CARGO_TARGET_DIR`
@@ -26,6 +27,18 @@ use e2e_tests::http::{self, Conn, Response};
 use e2e_tests::long_lived::{SseClient, SseEnd, WsClient, WsEnd};
 use e2e_tests::{Child, Signal, Source};
 use test_support::redis::{RedisServer, free_port};
+
+// A directory without `main.rs`: not a test target of its own.
+#[path = "telemetry/handoff.rs"]
+mod handoff;
+use handoff::{
+    a_successor_that_fails_to_start_leaves_the_old_process_serving,
+    an_upgrade_under_write_load_buffered_writes_the_old_buffer_before_exit,
+    an_upgrade_under_write_load_fails_no_request_and_loses_no_write,
+    sighup_during_a_restart_is_ignored,
+    sigterm_during_a_restart_stops_the_successor_and_drains_as_usual,
+    socket_activation_serves_the_passed_socket_and_hands_it_over,
+};
 
 /// Bound on waiting for a log line or an exit: only stops a hung demo from hanging CI.
 const WAIT: Duration = Duration::from_secs(30);
@@ -822,6 +835,9 @@ fn bad_configuration_exits_2_naming_the_variable(demo: Demo) {
         ("COMMIT_BATCH", "abc"),
         ("COMMIT_WINDOW_MS", "5000"),
         ("DATABASE_BUSY_TIMEOUT_MS", "-1"),
+        ("SHUTDOWN_HANDOFF_TIMEOUT", "abc"),
+        ("SHUTDOWN_HANDOFF_GRACE", "soon"),
+        ("PID_FILE", ""),
     ];
     for (variable, value) in cases {
         let mut child = Child::spawn(
@@ -1567,6 +1583,12 @@ macro_rules! telemetry_scenarios {
                 redis_started_late_publishing_resumes,
                 long_lived_connections_end_cleanly_at_the_drain,
                 a_websocket_opened_during_the_pre_stop_delay_works,
+                an_upgrade_under_write_load_fails_no_request_and_loses_no_write,
+                an_upgrade_under_write_load_buffered_writes_the_old_buffer_before_exit,
+                a_successor_that_fails_to_start_leaves_the_old_process_serving,
+                sighup_during_a_restart_is_ignored,
+                sigterm_during_a_restart_stops_the_successor_and_drains_as_usual,
+                socket_activation_serves_the_passed_socket_and_hands_it_over,
             );
         }
     )*};

@@ -30,6 +30,7 @@ async fn main() {
         listener,
         addr,
         telemetry,
+        handoff,
         ..
     } = telemetry_core::service::start(NAME).await;
 
@@ -52,6 +53,7 @@ async fn main() {
     };
 
     info!(%addr, "listening on {addr}");
+    telemetry_core::service::ready(NAME, &handoff);
     match drain_actix::serve(listener, factory, &shutdown).await {
         Ok(report) => std::process::exit(report.exit_code()),
         Err(error) => exit(NAME, 1, error),

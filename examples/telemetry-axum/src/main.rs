@@ -35,13 +35,17 @@ async fn main() {
         listener,
         addr,
         telemetry,
+        handoff,
         ..
     } = telemetry_core::service::start(NAME).await;
     let listener =
         tokio::net::TcpListener::from_std(listener).unwrap_or_else(|error| exit(NAME, 2, error));
+    // Stops accepting the moment a successor takes over (in-place restart on SIGHUP).
+    let listener = drain_axum::HandoffListener::new(listener, &shutdown);
 
     let app = router(telemetry, prometheus, &shutdown);
     info!(%addr, "listening on {addr}");
+    telemetry_core::service::ready(NAME, &handoff);
     match drain_axum::serve(listener, app, &shutdown).await {
         Ok(report) => std::process::exit(report.exit_code()),
         Err(error) => exit(NAME, 1, error),

@@ -30,6 +30,7 @@ async fn main() {
         listener,
         addr,
         telemetry,
+        handoff,
         ..
     } = telemetry_core::service::start(NAME).await;
     let acceptor = TcpAcceptor::from_std(listener).unwrap_or_else(|error| exit(NAME, 2, error));
@@ -48,6 +49,7 @@ async fn main() {
         .with(DrainLayer::new(shutdown.clone()));
 
     info!(%addr, "listening on {addr}");
+    telemetry_core::service::ready(NAME, &handoff);
     match drain_poem::serve(acceptor, app, &shutdown).await {
         Ok(report) => std::process::exit(report.exit_code()),
         Err(error) => exit(NAME, 1, error),
