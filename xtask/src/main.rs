@@ -18,10 +18,14 @@
 //!   printed.
 //! - `rolling-restart`: two demo instances behind haproxy on loopback, restarted in
 //!   turn under load; 0 failed requests is the target (see `docs/deploy/README.md`).
+//! - `hot-restart`: one demo instance under write load, restarted in place (`SIGHUP`)
+//!   5 times, next to the same run restarted by `SIGTERM` + start; 0 failed, 0 `503`
+//!   and 0 lost is the target for the restart in place (see `docs/performance.md`).
 
 mod bench;
 mod bench_e2e;
 mod bench_writes;
+mod hot_restart;
 mod http;
 mod mutants;
 mod rolling_restart;
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Some("miri") => miri_steps(),
         Some("valgrind") => vec![valgrind_step()],
         Some("rolling-restart") => return rolling_restart::run(&args[1..]),
+        Some("hot-restart") => return hot_restart::run(&args[1..]),
         Some("bench") if args.get(1).map(String::as_str) == Some("long-lived") => {
             return bench::run_long_lived();
         }
@@ -84,7 +89,7 @@ fn main() -> ExitCode {
         Some("bench-writes") => return bench::run_writes(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|recipes|loom|mutants|miri|valgrind|bench|bench-writes|rolling-restart>"
+                "usage: cargo xtask <ci|recipes|loom|mutants|miri|valgrind|bench|bench-writes|rolling-restart|hot-restart>"
             );
             eprintln!(
                 "  ci    fmt, recipes, clippy, binaries, tests, doc tests, loom, mutants, docs, miri: what CI runs"
@@ -103,6 +108,11 @@ fn main() -> ExitCode {
             eprintln!("  bench long-lived  only the long-lived connections benchmark");
             eprintln!("  rolling-restart [--bin telemetry-axum] [--path /slow?ms=5]");
             eprintln!("        two instances behind haproxy, restarted in turn under load");
+            eprintln!("  hot-restart [--bin telemetry-axum] [--ack-mode durable|buffered]");
+            eprintln!(
+                "        one instance under write load, restarted in place by SIGHUP 5 times,"
+            );
+            eprintln!("        next to the same run restarted by SIGTERM + start");
             return ExitCode::from(2);
         }
     };
@@ -186,6 +196,13 @@ fn ci_steps(warnings: &mut Vec<String>) -> Vec<Step> {
             "neither miri nor valgrind is installed: the tracker's memory check is SKIPPED"
                 .to_owned(),
         );
+    }
+    // Linux: the restart in place passes the listening socket to the successor.
+    if cfg!(target_os = "linux") {
+        steps.push(Step::cargo(
+            "hot restart in place (SIGHUP) under write load",
+            &["xtask", "hot-restart"],
+        ));
     }
     if succeeds("haproxy", &["-v"]) {
         steps.push(Step::cargo(
