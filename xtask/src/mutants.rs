@@ -119,7 +119,7 @@ fn run_all(every_check: bool) -> Result<bool, String> {
 
     let started = Instant::now();
     fresh_copy()?;
-    let baseline = check(&root, &scratch, "unmutated", miri, every_check)?;
+    let baseline = check(&scratch, "unmutated", miri, every_check)?;
     let baseline_ok =
         baseline.compiled && !baseline.loom_failed && baseline.miri_failed != Some(true);
     ok &= baseline_ok;
@@ -143,7 +143,7 @@ fn run_all(every_check: bool) -> Result<bool, String> {
                 format!("DOES NOT APPLY: {error}")
             }
             Ok(()) => {
-                let verdict = check(&root, &scratch, mutation.name, miri, every_check)?;
+                let verdict = check(&scratch, mutation.name, miri, every_check)?;
                 let miri_too = match verdict.miri_failed {
                     Some(true) => ", and by miri",
                     Some(false) => ", not by miri",
@@ -190,14 +190,12 @@ fn run_all(every_check: bool) -> Result<bool, String> {
 
 /// Builds the copy in `scratch` and runs its loom models, then the unit tests under
 /// miri if it is installed and either the models passed or `every_check`.
-fn check(
-    root: &Path,
-    scratch: &Path,
-    label: &str,
-    miri: bool,
-    every_check: bool,
-) -> Result<Verdict, String> {
-    let loom_target = root.join("target").join("loom");
+fn check(scratch: &Path, label: &str, miri: bool, every_check: bool) -> Result<Verdict, String> {
+    // Target directories of the scratch workspace's own: the copy's `shutdown-core` has
+    // the same relative path, so cargo gives its artifacts the same names as the real
+    // crate's, and a shared `target/loom` would hand the next `cargo xtask loom` the
+    // last mutant's build as fresh.
+    let loom_target = scratch.join("target").join("loom");
     let loom = |extra: &[&str]| {
         let mut command = Command::new("cargo");
         command
@@ -227,7 +225,7 @@ fn check(
             .current_dir(scratch)
             .args(["+nightly", "miri", "test", "--package", "shutdown-core"])
             .args(["--lib", "--target-dir"])
-            .arg(root.join("target").join("miri"))
+            .arg(scratch.join("target").join("miri"))
             .args(["--", "in_flight::tests"]);
         Some(!status(command, false)?)
     } else {

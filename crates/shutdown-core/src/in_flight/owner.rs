@@ -242,8 +242,8 @@ pub(super) use loom_memory::release_freed;
 /// The tracker's memory as loom sees it, for the models (`loom_tests.rs`).
 #[cfg(loom)]
 mod loom_memory {
+    use std::cell::RefCell;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Mutex, PoisonError};
 
     use loom::cell::UnsafeCell;
 
@@ -295,18 +295,18 @@ mod loom_memory {
         }
     }
 
-    /// Freed trackers, whose memory is kept until the execution ends: an access after
-    /// the free then reaches the checks of [`Memory`] rather than memory that may have
-    /// been reused.
-    static FREED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    std::thread_local! {
+        /// Freed trackers, whose memory is kept until the execution ends: an access
+        /// after the free then reaches the checks of [`Memory`] rather than memory that
+        /// may have been reused. One list per OS thread: loom runs a model's threads on
+        /// the thread of its test, and the test harness runs other models beside it.
+        static FREED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    }
 
     /// Drops the tracker in place and keeps its memory in [`FREED`].
     pub(super) fn release(tracker: Box<InFlight>) {
         let raw = Box::into_raw(tracker);
-        FREED
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(raw as usize);
+        FREED.with_borrow_mut(|freed| freed.push(raw as usize));
         // SAFETY: `raw` came from a box and is dropped once, here; only
         // `release_freed` deallocates it.
         unsafe { std::ptr::drop_in_place(raw) }
@@ -315,7 +315,7 @@ mod loom_memory {
     /// Deallocates the trackers freed so far: call it once an execution has ended.
     #[cfg(test)]
     pub(in crate::in_flight) fn release_freed() {
-        let freed = std::mem::take(&mut *FREED.lock().unwrap_or_else(PoisonError::into_inner));
+        let freed = FREED.with_borrow_mut(std::mem::take);
         for raw in freed {
             // SAFETY: a box's memory, whose contents were dropped in `release`.
             unsafe { std::alloc::dealloc(raw as *mut u8, std::alloc::Layout::new::<InFlight>()) }
