@@ -13,10 +13,31 @@ use shutdown_core::{AcceptUntilHandoff, Shutdown};
 /// and closed by the server's stop. For any other trigger it changes nothing (the
 /// listener stays open through the drain).
 ///
-/// [`serve`](crate::serve) it like the listener it wraps. A `make_service` with
-/// `ConnectInfo` needs `C: Connected<IncomingStream<'_, HandoffListener<L>>>`: axum's
-/// `SocketAddr` implementation covers a bare `TcpListener` only, so read the peer
-/// address another way (`ListenerExt::tap_io` on the inner listener) where it matters.
+/// [`serve`](crate::serve) it like the listener it wraps. For handlers that read
+/// `ConnectInfo<SocketAddr>`, add axum's `ListenerExt::tap_io` with a closure that does
+/// nothing: axum gives `ConnectInfo` the peer address of any tapped listener, while its
+/// implementation for an untapped one covers a bare `TcpListener` only (and the orphan
+/// rule keeps this crate from adding one):
+///
+/// ```no_run
+/// # use std::net::SocketAddr;
+/// # use axum::extract::ConnectInfo;
+/// # use axum::routing::get;
+/// use axum::serve::ListenerExt;
+///
+/// # async fn run(shutdown: shutdown_core::Shutdown) -> Result<(), Box<dyn std::error::Error>> {
+/// let app = axum::Router::new().route(
+///     "/peer",
+///     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+/// );
+/// let app = drain_axum::drained(app, &shutdown).into_make_service_with_connect_info::<SocketAddr>();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let listener = drain_axum::HandoffListener::new(listener, &shutdown).tap_io(|_| ());
+/// let report = drain_axum::serve(listener, app, &shutdown).await?;
+/// # Ok(()) }
+/// ```
+///
+/// Without `ConnectInfo`:
 ///
 /// ```no_run
 /// # async fn run(shutdown: shutdown_core::Shutdown) -> Result<(), Box<dyn std::error::Error>> {

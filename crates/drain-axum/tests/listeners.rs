@@ -1,5 +1,6 @@
 //! `serve` takes what `axum::serve` takes: a Unix-socket listener, and a router whose
-//! handlers read `ConnectInfo`. Real sockets, every wait bounded.
+//! handlers read `ConnectInfo` (also through a `HandoffListener`). Real sockets, every
+//! wait bounded.
 
 mod support;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use shutdown_core::{Phase, Shutdown, ShutdownConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -90,15 +92,35 @@ async fn a_unix_socket_listener_is_served_and_drained() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_reads_connect_info() {
     let shutdown = Shutdown::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    connect_info_is_served(listener, &shutdown).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_reads_connect_info_through_a_tapped_handoff_listener() {
+    let shutdown = Shutdown::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let listener = drain_axum::HandoffListener::new(listener, &shutdown).tap_io(|_| ());
+    connect_info_is_served(listener, &shutdown).await;
+}
+
+/// Serves a route answering `ConnectInfo<SocketAddr>` on `listener`, checks that it
+/// answers the client's own address, then shuts down.
+async fn connect_info_is_served<L>(listener: L, shutdown: &Shutdown)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     let app = Router::new().route(
         "/peer",
         get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
     );
     let make_service =
-        drain_axum::drained(app, &shutdown).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+        drain_axum::drained(app, shutdown).into_make_service_with_connect_info::<SocketAddr>();
     let addr = listener.local_addr().expect("address");
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
