@@ -4,7 +4,12 @@
 //! - `durable`: `202` once committed and fsynced, group commit (the default);
 //! - `durable, synchronous normal`: the same, the commit written but not fsynced
 //!   (`DATABASE_SYNCHRONOUS=normal`);
-//! - `buffered`: `202` once in memory, flushed every 200 ms (`ACK_MODE=buffered`);
+//! - `buffered`: `202` once in memory, flushed every 200 ms (`ACK_MODE=buffered`),
+//!   the baseline of the target; at its default bound (10,000 events per 200 ms
+//!   flush, 50,000 events/s) it may be held at the bound rather than at what the
+//!   machine can do, so
+//! - `buffered, bound raised`: the same with `BUFFER_CAPACITY=1000000`, which no run
+//!   here reaches, is measured too, and durable is reported against both;
 //! - `per-request`: `202` once committed, one transaction per request
 //!   (`COMMIT_BATCH=1`).
 //!
@@ -35,7 +40,7 @@ struct Mode {
 }
 
 /// The modes, in the order of the table; the second is the baseline of the ratios.
-const MODES: [Mode; 4] = [
+const MODES: [Mode; 5] = [
     Mode {
         name: "durable",
         label: "durable: `202` once committed and fsynced, group commit (the default)",
@@ -45,6 +50,11 @@ const MODES: [Mode; 4] = [
         name: "buffered",
         label: "buffered: `202` once in memory (`ACK_MODE=buffered`)",
         env: &[("ACK_MODE", "buffered")],
+    },
+    Mode {
+        name: "buffered-raised",
+        label: "buffered, bound raised (`BUFFER_CAPACITY=1000000`)",
+        env: &[("ACK_MODE", "buffered"), ("BUFFER_CAPACITY", "1000000")],
     },
     Mode {
         name: "durable-normal",
@@ -58,6 +68,12 @@ const MODES: [Mode; 4] = [
     },
 ];
 const BASELINE: usize = 1;
+/// Buffered without its bound in the way.
+const RAISED: usize = 2;
+/// `DATABASE_SYNCHRONOUS=normal`.
+const NORMAL: usize = 3;
+/// `COMMIT_BATCH=1`.
+const PER_REQUEST: usize = 4;
 /// Rounds of the rotation: each mode runs once per round.
 const ROUNDS: usize = 5;
 /// Concurrent clients, each with one keep-alive connection, unless `--clients N`. Each
@@ -133,7 +149,7 @@ pub fn run(clients: usize) -> Result<String, String> {
             .map(|r| format!("{:.0}; {:.2} ms", r.rps, r.p99_ms))
             .collect::<Vec<_>>()
             .join(" / ");
-        let per_commit = if mode == BASELINE {
+        let per_commit = if mode == BASELINE || mode == RAISED {
             "(a flush every 200 ms)".to_owned()
         } else {
             format!("{:.1}", m.events_per_commit)
@@ -150,14 +166,17 @@ pub fn run(clients: usize) -> Result<String, String> {
         );
     }
     let durable = medians[0].rps / baseline.rps;
+    let raised = medians[0].rps / medians[RAISED].rps;
     let _ = writeln!(
         out,
-        "\nTarget: durable at least {:.0}% of buffered throughput ({:.1}%: {}; with `DATABASE_SYNCHRONOUS=normal` {:.1}%). One transaction per request: {:.1}% of buffered.\n",
+        "\nTarget: durable at least {:.0}% of buffered throughput ({:.1}%: {}; of buffered with its bound raised {:.1}%: {}; with `DATABASE_SYNCHRONOUS=normal` {:.1}%). One transaction per request: {:.1}% of buffered.\n",
         TARGET * 100.0,
         durable * 100.0,
         if durable >= TARGET { "met" } else { "NOT met" },
-        medians[2].rps / baseline.rps * 100.0,
-        medians[3].rps / baseline.rps * 100.0,
+        raised * 100.0,
+        if raised >= TARGET { "met" } else { "NOT met" },
+        medians[NORMAL].rps / baseline.rps * 100.0,
+        medians[PER_REQUEST].rps / baseline.rps * 100.0,
     );
     Ok(out)
 }
