@@ -1,9 +1,6 @@
 //! The drain contract (`drain-contract`), run against an axum `Router` behind
 //! `drain_axum::drained`.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -11,8 +8,8 @@ use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use drain_axum::Drained;
-use drain_contract::{Adapter, Chunks, Method, Request, Response, Routes, Version};
-use http_body::Body as _;
+use drain_contract::http1;
+use drain_contract::{Adapter, Request, Response, Routes};
 use std::convert::Infallible;
 
 use axum::response::sse::Event;
@@ -117,66 +114,17 @@ impl Adapter for Axum {
     }
 
     async fn send(&self, request: Request) -> Response {
-        let method = match request.method {
-            Method::Get => axum::http::Method::GET,
-            Method::Head => axum::http::Method::HEAD,
-            Method::Post => axum::http::Method::POST,
-        };
-        let version = match request.version {
-            Version::Http10 => axum::http::Version::HTTP_10,
-            Version::Http11 => axum::http::Version::HTTP_11,
-            Version::Http2 => axum::http::Version::HTTP_2,
-        };
-        let body = match request.body {
-            Some(upload) => Body::from_stream(upload),
-            None => Body::empty(),
-        };
-        let axum_request = axum::http::Request::builder()
-            .method(method)
-            .uri(request.path)
-            .version(version)
-            .body(body)
-            .expect("a valid request");
-        let response = match self.app.clone().oneshot(axum_request).await {
+        let request = http1::to_http(request).map(Body::new);
+        let response = match self.app.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         };
         let response: AxumResponse = response.into_response();
-        let (parts, body) = response.into_parts();
-        Response {
-            status: parts.status.as_u16(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().expect("ASCII").to_owned()))
-                .collect(),
-            body: Box::pin(AxumBody(body)),
-        }
+        http1::from_http(response)
     }
 
     fn block_on(scenario: impl Future<Output = ()>) {
         drain_contract::block_on_tokio(scenario);
-    }
-}
-
-/// axum's body, chunk by chunk.
-struct AxumBody(Body);
-
-impl Chunks for AxumBody {
-    fn poll_chunk(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, String>>> {
-        loop {
-            return match std::task::ready!(Pin::new(&mut self.0).poll_frame(cx)) {
-                None => Poll::Ready(None),
-                Some(Err(error)) => Poll::Ready(Some(Err(error.to_string()))),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => Poll::Ready(Some(Ok(data))),
-                    Err(_trailers) => continue,
-                },
-            };
-        }
     }
 }
 

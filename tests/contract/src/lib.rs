@@ -25,6 +25,9 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "http")]
+pub mod http1;
+
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
