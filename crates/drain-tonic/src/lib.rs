@@ -12,6 +12,6 @@ pub mod stream;
 pub use drain::{DEFAULT_EXEMPT_PATHS, Drain, DrainLayer, ResponseFuture};
 pub use drain_tower::GuardedBody;
 pub use health::{DrainHealth, HealthReporter, HealthServer, health_service};
-pub use serve::serve;
+pub use serve::{ServeConfig, serve, serve_with};
 pub use shutdown_core::ServeError;
 pub use stream::{DrainStream, end_on_drain};

@@ -14,6 +14,13 @@
 //! | drain begins | each gets a graceful `GOAWAY` (hyper's `graceful_shutdown`): its open RPCs finish, new RPCs go to a new connection | open: a late connection is served (its RPCs get `UNAVAILABLE`) and sent `GOAWAY` after its first RPC |
 //! | handoff (`Trigger::Handoff`, `shutdown-handoff`) | `GOAWAY` at once; RPCs on open connections are served through the handoff grace, never rejected | closed at once: the successor accepts |
 //! | drain ended (all done, or the deadline) | given [`server_stop_timeout`](shutdown_core::ShutdownConfig::server_stop_timeout) to close, then dropped | closed |
+//!
+//! Within a connection, RPCs are served as tonic's `Server` serves them, with the
+//! settings of [`ServeConfig`] (tonic's builder names and defaults) and
+//! [`serve_with`]: the `grpc-timeout` deadline answered `CANCELLED`, the errors tonic
+//! knows answered as statuses, the concurrency limit per connection and load shedding,
+//! the HTTP/2 and TCP options. Not supported: TLS, HTTP/1.1 (gRPC-web) and
+//! `max_connection_age`.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -25,8 +32,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use shutdown_core::{AcceptUntilHandoff, CancellationToken, ServeError, Shutdown, ShutdownReport};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,6 +41,11 @@ use tokio::task::JoinSet;
 use tonic::transport::server::TcpConnectInfo;
 use tower_service::Service;
 use tracing::{debug, info, warn};
+
+mod config;
+mod timeout;
+
+pub use config::ServeConfig;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -67,10 +78,19 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// every connection gets its `GOAWAY` at once; RPCs still arriving on them are served,
 /// not rejected, through the handoff grace.
 ///
-/// Each request carries tonic's [`TcpConnectInfo`] (so `Request::remote_addr` works),
-/// and accepted sockets have `TCP_NODELAY`, as with tonic's `Server`. tonic's
-/// `Server` settings (`timeout`, concurrency limits, keep-alive, TLS) do not apply:
-/// add tower layers to `app` for limits.
+/// Each RPC is served as tonic's `Server` serves it with its defaults
+/// ([`ServeConfig::default()`]; [`serve_with`] takes other settings):
+///
+/// - its `grpc-timeout` header is a deadline: a handler that has not answered by then
+///   is dropped (the RPC leaves the in-flight count) and the RPC answered `CANCELLED`
+///   ("Timeout expired"). A malformed header is ignored;
+/// - an error of `app` that tonic knows (a [`tonic::Status`], `TimeoutExpired`, load
+///   shedding) is answered as that status; any other error resets the RPC's stream;
+/// - it carries tonic's [`TcpConnectInfo`] (so `Request::remote_addr` works), and
+///   accepted sockets have `TCP_NODELAY`.
+///
+/// It speaks HTTP/2 over TCP only: no TLS (terminate it in front of the service) and no
+/// HTTP/1.1.
 ///
 /// Apply [`DrainLayer`](crate::DrainLayer) to `app` yourself: this function does not
 /// add it. Install the signal handlers (`shutdown-signal`) before calling it.
@@ -114,10 +134,61 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    serve_with(listener, app, shutdown, ServeConfig::default()).await
+}
+
+/// [`serve`] with tonic's `Server` settings: a server-wide RPC timeout, a concurrency
+/// limit per connection, HTTP/2 limits and keep-alive, TCP options. See
+/// [`ServeConfig`].
+///
+/// The settings change how each connection and RPC is served, not the shutdown
+/// sequence: the drain, its `GOAWAY`s and the stop bound are those of [`serve`].
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// use drain_tonic::{DrainLayer, ServeConfig, health_service};
+/// use shutdown_core::{Shutdown, ShutdownConfig};
+/// use tower_layer::Layer;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let shutdown = Shutdown::new(ShutdownConfig::from_env()?);
+/// shutdown_signal::install(&shutdown)?;
+/// let (_reporter, health) = health_service(&shutdown);
+/// let routes = tonic::service::Routes::new(health);
+/// let app = DrainLayer::new(shutdown.clone()).layer(routes);
+/// let config = ServeConfig::new()
+///     .timeout(Duration::from_secs(10))
+///     .http2_keepalive_interval(Some(Duration::from_secs(30)));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:50051").await?;
+/// let report = drain_tonic::serve_with(listener, app, &shutdown, config).await?;
+/// std::process::exit(report.exit_code());
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// As [`serve`].
+///
+/// # Cancel safety
+///
+/// As [`serve`].
+pub async fn serve_with<S, B>(
+    listener: TcpListener,
+    app: S,
+    shutdown: &Shutdown,
+    config: ServeConfig,
+) -> Result<ShutdownReport, ServeError>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let (stop, stopped) = oneshot::channel::<()>();
     info!("serving gRPC; the listener stays open until the drain has ended");
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder.timer(TokioTimer::new());
+    let builder = config.http2();
     let goaway = CancellationToken::new();
     let told = goaway.clone();
     // Cancelled when the server stops: every connection is then sent its `GOAWAY`.
@@ -129,7 +200,7 @@ where
     // a new connection. (A `GOAWAY` before the first RPC would reach a client that has
     // not sent it yet as a closed connection, without the answer.)
     let connection = move |stream: TcpStream, late: bool| {
-        let _ = stream.set_nodelay(true);
+        config.set_socket_options(&stream);
         let info = TcpConnectInfo {
             local_addr: stream.local_addr().ok(),
             remote_addr: stream.peer_addr().ok(),
@@ -140,7 +211,7 @@ where
             goaway.clone()
         };
         let service = TowerToHyperService::new(WithConnectInfo {
-            inner: app.clone(),
+            inner: config.layer(app.clone()),
             info,
             first_call: late.then(|| goaway.clone()),
         });
