@@ -9,7 +9,8 @@
 //! - shutdown latency: SIGTERM to process exit of `telemetry-axum` (release build) with
 //!   nothing in flight, 20 runs;
 //! - end to end (`bench_e2e`): bare axum, axum + drain adapter, axum + `tokio-graceful`
-//!   under `wrk`, alternating, 3 rounds; and 10,000 requests in flight drained;
+//!   under `wrk`, alternating, 9 rounds (`cargo xtask bench e2e` runs only these and
+//!   prints them); and 10,000 requests in flight drained;
 //! - writes (`bench_writes`): `POST /telemetry` throughput and p99 latency of the demo
 //!   by `ACK_MODE`: durable (group commit), buffered, one transaction per request.
 //! - gRPC (`tonic-bench`, release build): unary RPCs per second through tonic's
@@ -57,6 +58,20 @@ pub fn run_writes(args: &[String]) -> ExitCode {
         }
         Err(error) => {
             eprintln!("bench-writes: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `cargo xtask bench e2e`: only the end-to-end comparison, printed.
+pub fn run_e2e() -> ExitCode {
+    match crate::bench_e2e::run() {
+        Ok(section) => {
+            println!("\n{section}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("bench e2e: {error}");
             ExitCode::from(1)
         }
     }

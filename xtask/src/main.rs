@@ -13,7 +13,8 @@
 //!   where it cannot, `ci` warns and runs them under valgrind instead).
 //! - `valgrind`: the same tests under valgrind's memcheck.
 //! - `bench`: the benchmarks, summarised in `docs/bench-summary.md`; `bench long-lived`
-//!   only the long-lived connections one (SSE and WebSockets at SIGTERM).
+//!   only the long-lived connections one (SSE and WebSockets at SIGTERM); `bench e2e`
+//!   only the end-to-end axum comparison, printed.
 //! - `bench-writes`: only the demo's write benchmark by `ACK_MODE` (part of `bench`),
 //!   printed.
 //! - `rolling-restart`: two demo instances behind haproxy on loopback, restarted in
@@ -85,6 +86,9 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).map(String::as_str) == Some("long-lived") => {
             return bench::run_long_lived();
         }
+        Some("bench") if args.get(1).map(String::as_str) == Some("e2e") => {
+            return bench::run_e2e();
+        }
         Some("bench") => return bench::run(),
         Some("bench-writes") => return bench::run_writes(&args[1..]),
         _ => {
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
                 "  bench-writes [--clients N]  only the demo's write benchmark by ACK_MODE, printed"
             );
             eprintln!("  bench long-lived  only the long-lived connections benchmark");
+            eprintln!("  bench e2e  only the end-to-end axum comparison under wrk, printed");
             eprintln!("  rolling-restart [--bin telemetry-axum] [--path /slow?ms=5]");
             eprintln!("        two instances behind haproxy, restarted in turn under load");
             eprintln!("  hot-restart [--bin telemetry-axum] [--ack-mode durable|buffered]");
