@@ -4,10 +4,10 @@
 //! The scenarios that involve no rejection run as they are: admitted requests are
 //! counted until their body has ended (streams included), released however they end,
 //! and get `Connection: close` on HTTP/1.x (gRPC-web) from the trigger on. The five
-//! that assert the HTTP `503` (its status, `Retry-After`, text body, and the reading of
-//! a rejected HTTP/1.x body before it) do not apply: gRPC maps a rejection to a
-//! trailers-only `UNAVAILABLE`. The tests after `contract_tests!` check the same rules
-//! in that form.
+//! that assert the HTTP `503` (its status, `Retry-After` and text body) do not apply:
+//! gRPC maps a rejection to a trailers-only `UNAVAILABLE`. The tests after
+//! `contract_tests!` check the same rules in that form, the reading of a rejected
+//! HTTP/1.x body before the answer ends included.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -124,21 +124,38 @@ fn during_the_drain_new_rpcs_get_unavailable_and_exempt_paths_are_served() {
     });
 }
 
+/// Over HTTP/1.x (gRPC-web) the connection closes after the answer: a rejected RPC's
+/// body is read and thrown away first (up to the gate's discard limit), after the
+/// head and before the answer ends, as for the HTTP `503`. Over HTTP/2 only the
+/// stream is reset: nothing is read.
 #[test]
-fn a_rejected_rpc_body_is_not_read() {
+fn a_rejected_rpc_body_is_read_before_the_answer_ends_over_http1_only() {
+    const CHUNKS: usize = 64;
     Tonic::block_on(async {
         for version in [Version::Http11, Version::Http2] {
             let (_shutdown, routes, app) = draining(|gate| gate).await;
-            let (upload, read) = Upload::new(64);
+            let (upload, read) = Upload::new(CHUNKS);
             let response = app.send(Request::upload(upload).over(version)).await;
+            assert_eq!(read.load(Ordering::SeqCst), 0, "the head goes out first");
             assert_unavailable(response, "an upload").await;
-            assert_eq!(
-                read.load(Ordering::SeqCst),
-                0,
-                "over {version:?}: the request is dropped with its body"
-            );
+            let expected = if version.is_http1() {
+                (CHUNKS * Upload::CHUNK) as u64
+            } else {
+                0
+            };
+            assert_eq!(read.load(Ordering::SeqCst), expected, "over {version:?}");
             assert_eq!(routes.calls(), 0);
         }
+
+        const LIMIT: u64 = 16 * Upload::CHUNK as u64;
+        let (_shutdown, _routes, app) = draining(|gate| gate.with_discard_limit(LIMIT)).await;
+        let (upload, read) = Upload::new(CHUNKS);
+        assert_unavailable(app.send(Request::upload(upload)).await, "an upload").await;
+        let read = read.load(Ordering::SeqCst);
+        assert!(
+            (LIMIT..LIMIT + 2 * Upload::CHUNK as u64).contains(&read),
+            "read {read} bytes with a limit of {LIMIT}"
+        );
     });
 }
 

@@ -7,7 +7,7 @@ use drain_tower::GuardedBody;
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use shutdown_core::{Admission, Pass};
+use shutdown_core::{Admission, Pass, Rejection};
 use tower_service::Service;
 
 use super::layer::Drain;
@@ -16,6 +16,7 @@ use crate::mapping;
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Drain<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: Body + Send + 'static,
     ResBody: Body + Default,
     ResBody::Data: From<&'static [u8]>,
 {
@@ -37,15 +38,37 @@ where
                 pass: Some(pass),
                 rejected: None,
             },
-            // The request (and its body) is dropped here: on HTTP/2 that resets just
-            // its stream once the trailers-only answer has gone out.
             Admission::Rejected(rejection) => ResponseFuture {
                 served: None,
                 pass: None,
-                rejected: Some(Box::new(mapping::rejection(&rejection))),
+                rejected: Some(Box::new(reject(request, &rejection))),
             },
         }
     }
+}
+
+/// The trailers-only answer to a rejected RPC. Over HTTP/2 the request (and its body)
+/// is dropped: that resets just its stream once the answer has gone out. Over HTTP/1.x
+/// (gRPC-web) the connection closes after the answer, so its empty body first reads the
+/// request's body and throws it away (up to the gate's discard limit), as the HTTP
+/// `503` does: a connection closed with unread input is reset, and the client could
+/// lose the answer.
+#[cold]
+#[inline(never)]
+fn reject<ReqBody, ResBody>(
+    request: Request<ReqBody>,
+    rejection: &Rejection<'_>,
+) -> Response<GuardedBody<ResBody>>
+where
+    ReqBody: Body + Send + 'static,
+    ResBody: Default,
+{
+    let answer: Response<()> = mapping::rejection(rejection);
+    let body = match rejection.discard_limit() {
+        Some(limit) => GuardedBody::discarding(request.into_body(), limit),
+        None => GuardedBody::new(ResBody::default(), None),
+    };
+    answer.map(|()| body)
 }
 
 pin_project! {
@@ -57,7 +80,7 @@ pin_project! {
         pass: Option<Pass>,
         // Boxed: built once per rejection, and the future of an admitted RPC stays
         // small.
-        rejected: Option<Box<Response<B>>>,
+        rejected: Option<Box<Response<GuardedBody<B>>>>,
     }
 }
 
@@ -75,7 +98,7 @@ where
                 .rejected
                 .take()
                 .expect("`ResponseFuture` polled after completion");
-            return Poll::Ready(Ok(rejected.map(|body| GuardedBody::new(body, None))));
+            return Poll::Ready(Ok(*rejected));
         };
         let (mut parts, body) = ready!(future.poll(cx))?.into_parts();
         let guard = this.pass.as_mut().and_then(|pass| {

@@ -44,7 +44,8 @@ impl<B: Body> Discard for B {
 
 pin_project! {
     /// Response body of [`Drain`](super::Drain): the inner service's body with the
-    /// request's guard, or the short message of a rejected request.
+    /// request's guard, or the short message of a rejected request (read after the
+    /// rejected request's body, on HTTP/1.x).
     ///
     /// The guard is released when the body has yielded its last frame, when it yields
     /// an error, or when it is dropped (the client went away), whichever comes first;
@@ -119,17 +120,41 @@ impl<B> GuardedBody<B> {
     where
         R: Body + Send + 'static,
     {
+        Self::discard_then(request_body, discard_limit, true)
+    }
+
+    /// An empty body that reads `request_body` to its end (or for `discard_limit`
+    /// bytes) and throws it away before it ends: for adapters whose rejection has no
+    /// message of its own (a gRPC trailers-only answer over HTTP/1.x), so that the
+    /// server does not close the connection with unread input either.
+    pub fn discarding<R>(request_body: R, discard_limit: u64) -> Self
+    where
+        R: Body + Send + 'static,
+    {
+        Self::discard_then(request_body, discard_limit, false)
+    }
+
+    fn discard_then<R>(request_body: R, discard_limit: u64, message: bool) -> Self
+    where
+        R: Body + Send + 'static,
+    {
         let discard = (!request_body.is_end_stream() && discard_limit > 0)
             .then(|| Discarding::new(Box::pin(request_body)));
-        Self::rejected(discard, discard_limit)
+        Self::after_discard(discard, discard_limit, message)
     }
 
     /// [`REJECTED_BODY`], sent once `discard` (the rejected request's body) has been read
     /// to its end or for `budget` bytes.
     pub(crate) fn rejected(discard: Option<Discarding>, budget: u64) -> Self {
+        Self::after_discard(discard, budget, true)
+    }
+
+    /// [`REJECTED_BODY`] if `message`, else nothing, once `discard` has been read to its
+    /// end or for `budget` bytes.
+    fn after_discard(discard: Option<Discarding>, budget: u64, message: bool) -> Self {
         Self {
             kind: Kind::Message {
-                pending: true,
+                pending: message,
                 discard: Cold(discard),
                 budget,
             },
@@ -187,18 +212,24 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body, .. } => body.is_end_stream(),
-            Kind::Message { pending, .. } => !pending,
+            Kind::Message {
+                pending, discard, ..
+            } => !pending && discard.0.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body, .. } => body.size_hint(),
-            Kind::Message { pending, .. } => SizeHint::with_exact(if *pending {
-                REJECTED_BODY.len() as u64
-            } else {
-                0
-            }),
+            Kind::Message { pending: true, .. } => SizeHint::with_exact(REJECTED_BODY.len() as u64),
+            // Not `0` while the request's body is still to be read: a server would
+            // take the body as ended and never poll it (hyper sends `content-length:
+            // 0` and closes the connection with the input unread).
+            Kind::Message {
+                discard: Cold(Some(_)),
+                ..
+            } => SizeHint::new(),
+            Kind::Message { .. } => SizeHint::with_exact(0),
         }
     }
 }

@@ -69,6 +69,38 @@ async fn a_rejection_body_reads_the_request_body_before_its_message() {
     assert!(body.frame().await.is_none());
 }
 
+/// The empty body of a rejection with no message (gRPC's trailers-only answer over
+/// HTTP/1.x): it must not look ended, nor of length 0, while the request's body is
+/// unread, or a server would not poll it (hyper sends `content-length: 0` and closes
+/// the connection with the input unread).
+#[tokio::test]
+async fn a_discarding_body_reads_the_request_body_then_ends_empty() {
+    let (mut tx, request_body) = Channel::<Bytes, BoxError>::new(4);
+    let mut body = GuardedBody::<Full<Bytes>>::discarding(request_body, 1024);
+    assert!(
+        !body.is_end_stream(),
+        "polled while the request body is unread"
+    );
+    assert_eq!(
+        body.size_hint().exact(),
+        None,
+        "no length announced before the end"
+    );
+    tx.send_data(Bytes::from_static(b"unread upload"))
+        .await
+        .expect("send");
+    let pending = tokio::time::timeout(Duration::from_millis(20), body.frame()).await;
+    assert!(pending.is_err(), "it ends only once the request body has");
+    drop(tx);
+    assert!(body.frame().await.is_none(), "no frame of its own");
+    assert!(body.is_end_stream());
+    assert_eq!(body.size_hint().exact(), Some(0));
+
+    let (_tx, request_body) = Channel::<Bytes, BoxError>::new(4);
+    let body = GuardedBody::<Full<Bytes>>::discarding(request_body, 0);
+    assert!(body.is_end_stream(), "a limit of 0 reads nothing");
+}
+
 #[tokio::test]
 async fn a_rejection_dropped_before_its_end_lets_go_of_the_request_body() {
     let shutdown = Shutdown::default();
