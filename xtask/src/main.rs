@@ -4,7 +4,8 @@
 //!   exit code. A check whose tool is missing is skipped, and said so at the start and
 //!   at the end.
 //! - `recipes`: only the checks of `docs/deploy` by the tools that read the files:
-//!   `haproxy -c` and `kubernetes-validate`.
+//!   `haproxy -c`, `kubernetes-validate` and `systemd-analyze verify`
+//!   (`systemd-units`).
 //! - `loom`: only the `loom` model checks of `shutdown-core`.
 //! - `mutants`: applies bugs the request tracker is exposed to, one at a time, to a
 //!   scratch copy, and requires the loom models (or miri) to catch each one.
@@ -30,6 +31,7 @@ mod hot_restart;
 mod http;
 mod mutants;
 mod rolling_restart;
+mod systemd;
 
 use std::env;
 use std::process::{Command, ExitCode};
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Some("valgrind") => vec![valgrind_step()],
         Some("rolling-restart") => return rolling_restart::run(&args[1..]),
         Some("hot-restart") => return hot_restart::run(&args[1..]),
+        Some("systemd-units") => return systemd::run(),
         Some("bench") if args.get(1).map(String::as_str) == Some("long-lived") => {
             return bench::run_long_lived();
         }
@@ -93,12 +96,15 @@ fn main() -> ExitCode {
         Some("bench-writes") => return bench::run_writes(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|recipes|loom|mutants|miri|valgrind|bench|bench-writes|rolling-restart|hot-restart>"
+                "usage: cargo xtask <ci|recipes|systemd-units|loom|mutants|miri|valgrind|bench|bench-writes|rolling-restart|hot-restart>"
             );
             eprintln!(
                 "  ci    fmt, recipes, clippy, binaries, tests, doc tests, loom, mutants, docs, miri: what CI runs"
             );
-            eprintln!("  recipes  docs/deploy checked by haproxy -c and kubernetes-validate");
+            eprintln!(
+                "  recipes  docs/deploy checked by haproxy -c, kubernetes-validate and systemd-analyze"
+            );
+            eprintln!("  systemd-units  only the systemd units, by systemd-analyze verify");
             eprintln!("  loom  the loom model checks of shutdown-core");
             eprintln!(
                 "  mutants [--every-check]  the tracker's bugs, one at a time: loom or miri must fail"
@@ -221,9 +227,10 @@ fn ci_steps(warnings: &mut Vec<String>) -> Vec<Step> {
 }
 
 /// The deployment recipes checked by the tools that read them: `haproxy -c` on
-/// `docs/deploy/haproxy.cfg`, and `kubernetes-validate` (PyPI) on
+/// `docs/deploy/haproxy.cfg`, `kubernetes-validate` (PyPI) on
 /// `docs/deploy/kubernetes.yaml` against the API schemas of the two newest Kubernetes
-/// versions it knows (its own version is the newest, e.g. 1.37.0: 1.37 and 1.36).
+/// versions it knows (its own version is the newest, e.g. 1.37.0: 1.37 and 1.36), and
+/// `systemd-analyze verify` on the systemd units (`cargo xtask systemd-units`).
 fn recipe_steps(warnings: &mut Vec<String>) -> Vec<Step> {
     let mut steps = Vec::new();
     if succeeds("haproxy", &["-v"]) {
@@ -255,6 +262,15 @@ fn recipe_steps(warnings: &mut Vec<String>) -> Vec<Step> {
         Err(error) => warnings.push(format!(
             "{KUBERNETES_YAML}: {error} (pip install kubernetes-validate): its check is SKIPPED"
         )),
+    }
+    if succeeds("systemd-analyze", &["--version"]) {
+        steps.push(Step::cargo("systemd recipe", &["xtask", "systemd-units"]));
+    } else {
+        warnings.push(
+            "docs/deploy/telemetry-axum.{service,socket}: systemd-analyze is not installed \
+             (Debian: apt-get install systemd): their check is SKIPPED"
+                .to_owned(),
+        );
     }
     steps
 }
