@@ -19,8 +19,8 @@
 //! settings of [`ServeConfig`] (tonic's builder names and defaults) and
 //! [`serve_with`]: the `grpc-timeout` deadline answered `CANCELLED`, the errors tonic
 //! knows answered as statuses, the concurrency limit per connection and load shedding,
-//! the HTTP/2 and TCP options. Not supported: TLS, HTTP/1.1 (gRPC-web) and
-//! `max_connection_age`.
+//! the HTTP/2 and TCP options, and TLS (feature `tls`: `ServeConfig::tls`, tonic's
+//! `Server::tls_config`). Not supported: HTTP/1.1 (gRPC-web) and `max_connection_age`.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -32,9 +32,11 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use shutdown_core::{AcceptUntilHandoff, CancellationToken, ServeError, Shutdown, ShutdownReport};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -44,6 +46,8 @@ use tracing::{debug, info, warn};
 
 mod config;
 mod timeout;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use config::ServeConfig;
 
@@ -89,8 +93,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// - it carries tonic's [`TcpConnectInfo`] (so `Request::remote_addr` works), and
 ///   accepted sockets have `TCP_NODELAY`.
 ///
-/// It speaks HTTP/2 over TCP only: no TLS (terminate it in front of the service) and no
-/// HTTP/1.1.
+/// It speaks HTTP/2 over TCP (over TLS with [`serve_with`] and `ServeConfig::tls`,
+/// feature `tls`), not HTTP/1.1.
 ///
 /// Apply [`DrainLayer`](crate::DrainLayer) to `app` yourself: this function does not
 /// add it. Install the signal handlers (`shutdown-signal`) before calling it.
@@ -144,6 +148,15 @@ where
 /// The settings change how each connection and RPC is served, not the shutdown
 /// sequence: the drain, its `GOAWAY`s and the stop bound are those of [`serve`].
 ///
+/// With TLS (feature `tls`, `ServeConfig::tls`), each connection's handshake runs in
+/// the connection's own task, bounded by `ServeConfig::tls_handshake_timeout`: a client
+/// that is slow to complete it, or sends nothing, holds up neither the accept loop nor
+/// other clients, and a failed handshake drops its connection only. A connection whose
+/// handshake ends once the drain has begun is served as one accepted during the drain
+/// (its first RPC is answered `UNAVAILABLE`, then `GOAWAY`); one still in its handshake
+/// when the server stops is closed. Each request carries tonic's `TlsConnectInfo` and
+/// `TcpConnectInfo` (`Request::peer_certs`, `Request::remote_addr`).
+///
 /// ```no_run
 /// use std::time::Duration;
 ///
@@ -189,49 +202,38 @@ where
     let (stop, stopped) = oneshot::channel::<()>();
     info!("serving gRPC; the listener stays open until the drain has ended");
     let builder = config.http2();
+    #[cfg(feature = "tls")]
+    let tls = config.handshake();
     let goaway = CancellationToken::new();
     let told = goaway.clone();
     // Cancelled when the server stops: every connection is then sent its `GOAWAY`.
     let closing = CancellationToken::new();
     let stopping = closing.clone();
-    // One connection, sent a graceful `GOAWAY` once `goaway` is cancelled; or, for a
-    // connection accepted during the drain (`late`), once its first RPC has reached the
-    // server: that RPC is answered `UNAVAILABLE`, and the client opens its next ones on
-    // a new connection. (A `GOAWAY` before the first RPC would reach a client that has
-    // not sent it yet as a closed connection, without the answer.)
     let connection = move |stream: TcpStream, late: bool| {
         config.set_socket_options(&stream);
-        let info = TcpConnectInfo {
-            local_addr: stream.local_addr().ok(),
-            remote_addr: stream.peer_addr().ok(),
-        };
-        let goaway = if late {
-            CancellationToken::new()
-        } else {
-            goaway.clone()
-        };
-        let service = TowerToHyperService::new(WithConnectInfo {
-            inner: config.layer(app.clone()),
-            info,
-            first_call: late.then(|| goaway.clone()),
-        });
-        let (builder, closing) = (builder.clone(), closing.clone());
+        let app = config.layer(app.clone());
+        let (builder, goaway, closing) = (builder.clone(), goaway.clone(), closing.clone());
+        #[cfg(feature = "tls")]
+        let tls = tls.clone();
         async move {
-            let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                () = goaway.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-                () = closing.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(error) = ended {
-                debug!(error = %error, "connection ended with an error");
+            #[cfg(feature = "tls")]
+            if let Some(tls) = tls {
+                let stream = tokio::select! {
+                    stream = tls.accept(stream) => stream,
+                    // No RPC can be open yet: closed as hyper closes an idle connection.
+                    () = closing.cancelled() => None,
+                };
+                let Some(stream) = stream else { return };
+                // Its client could not send an RPC before: late, as if accepted now.
+                let late = late || goaway.is_cancelled();
+                let info = tls::TlsInfo::new(&stream);
+                return serve_connection(&builder, stream, app, info, late, goaway, closing).await;
             }
+            let info = TcpConnectInfo {
+                local_addr: stream.local_addr().ok(),
+                remote_addr: stream.peer_addr().ok(),
+            };
+            serve_connection(&builder, stream, app, info, late, goaway, closing).await;
         }
     };
     let server = accept_loop(
@@ -247,6 +249,55 @@ where
             let _ = stop.send(());
         })
         .await
+}
+
+/// Serves one connection, sent a graceful `GOAWAY` once `goaway` (or `closing`) is
+/// cancelled; or, for a connection accepted during the drain (`late`), once its first
+/// RPC has reached the server: that RPC is answered `UNAVAILABLE`, and the client opens
+/// its next ones on a new connection. (A `GOAWAY` before the first RPC would reach a
+/// client that has not sent it yet as a closed connection, without the answer.)
+async fn serve_connection<I, S, B, C>(
+    builder: &http2::Builder<TokioExecutor>,
+    io: I,
+    app: S,
+    info: C,
+    late: bool,
+    goaway: CancellationToken,
+    closing: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    C: ConnectInfo,
+{
+    let goaway = if late {
+        CancellationToken::new()
+    } else {
+        goaway
+    };
+    let service = TowerToHyperService::new(WithConnectInfo {
+        inner: app,
+        info,
+        first_call: late.then(|| goaway.clone()),
+    });
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = goaway.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = closing.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = ended {
+        debug!(error = %error, "connection ended with an error");
+    }
 }
 
 /// Accepts until `stopped`, serving each connection with `connection` (as a task of a
@@ -314,19 +365,32 @@ where
     Ok(())
 }
 
-/// Adds the connection's [`TcpConnectInfo`] to each request, as tonic's server does;
-/// tells a late connection's task that its first RPC has arrived.
+/// What a connection adds to each of its requests.
+trait ConnectInfo: Clone + Send + Sync + 'static {
+    fn insert_into(&self, extensions: &mut http::Extensions);
+}
+
+impl ConnectInfo for TcpConnectInfo {
+    fn insert_into(&self, extensions: &mut http::Extensions) {
+        extensions.insert(self.clone());
+    }
+}
+
+/// Adds the connection's info (tonic's [`TcpConnectInfo`], or its `TlsConnectInfo`) to
+/// each request, as tonic's server does; tells a late connection's task that its first
+/// RPC has arrived.
 #[derive(Clone)]
-struct WithConnectInfo<S> {
+struct WithConnectInfo<S, C> {
     inner: S,
-    info: TcpConnectInfo,
+    info: C,
     /// For a connection accepted during the drain: cancelled by its first RPC.
     first_call: Option<CancellationToken>,
 }
 
-impl<S, B> Service<Request<B>> for WithConnectInfo<S>
+impl<S, C, B> Service<Request<B>> for WithConnectInfo<S, C>
 where
     S: Service<Request<B>>,
+    C: ConnectInfo,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -340,7 +404,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        request.extensions_mut().insert(self.info.clone());
+        self.info.insert_into(request.extensions_mut());
         if let Some(first_call) = &self.first_call {
             first_call.cancel();
         }

@@ -1,10 +1,14 @@
 //! [`ServeConfig`]: tonic's `Server` settings for [`serve_with`](crate::serve_with).
 
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
+#[cfg(feature = "tls")]
+use tokio_rustls::rustls::ServerConfig;
 use tonic::service::{RecoverError, RecoverErrorLayer};
 use tower::ServiceBuilder;
 use tower::limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
@@ -13,6 +17,8 @@ use tower::util::Either;
 use tracing::warn;
 
 use super::timeout::GrpcTimeout;
+#[cfg(feature = "tls")]
+use super::tls;
 
 /// How long a keep-alive `PING` may go unanswered before the connection is closed,
 /// unless [`ServeConfig::http2_keepalive_timeout`] says otherwise: tonic's default.
@@ -25,7 +31,11 @@ const DEFAULT_HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// [`ServeConfig::default()`] is what [`serve`](crate::serve) uses, and what
 /// `Server::builder()` starts from: no server-wide timeout (the client's
 /// `grpc-timeout` still applies), no limit on streams or RPCs, hyper's HTTP/2 windows
-/// and frame sizes, no keep-alive `PING`s, `TCP_NODELAY` on, no TCP keep-alive.
+/// and frame sizes, no keep-alive `PING`s, `TCP_NODELAY` on, no TCP keep-alive, no TLS.
+///
+/// With the `tls` feature, `tls` (a rustls `ServerConfig`, as tonic's
+/// `Server::tls_config`) serves over TLS, and `tls_handshake_timeout` bounds each
+/// client's handshake (10 s by default).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -51,9 +61,8 @@ const DEFAULT_HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// # }
 /// ```
 ///
-/// Not supported: TLS (terminate it in front of the service, in a proxy or a sidecar),
-/// HTTP/1.1 (`accept_http1`, gRPC-web), `max_connection_age` and the other settings
-/// not listed here.
+/// Not supported: HTTP/1.1 (`accept_http1`, gRPC-web), `max_connection_age` and the
+/// other settings not listed here.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     timeout: Option<Duration>,
@@ -69,6 +78,10 @@ pub struct ServeConfig {
     max_frame_size: Option<u32>,
     tcp_nodelay: bool,
     tcp_keepalive: Option<Duration>,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<ServerConfig>>,
+    #[cfg(feature = "tls")]
+    tls_handshake_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -87,6 +100,10 @@ impl Default for ServeConfig {
             max_frame_size: None,
             tcp_nodelay: true,
             tcp_keepalive: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            tls_handshake_timeout: tls::DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -273,6 +290,77 @@ impl ServeConfig {
             tcp_keepalive: idle,
             ..self
         }
+    }
+
+    /// Serves over TLS with rustls' `config`: each accepted connection's TLS handshake
+    /// runs in its own task (a slow client never holds up the others or the accept
+    /// loop), bounded by [`tls_handshake_timeout`](Self::tls_handshake_timeout); a
+    /// connection whose handshake fails or times out is logged (at `debug`) and dropped.
+    /// The server speaks HTTP/2 only: if `config` offers no ALPN protocol, it is set to
+    /// offer `h2` (gRPC clients require it); a list without `h2` is kept, and logged at
+    /// `warn` when serving begins. As tonic's `Server::tls_config`.
+    ///
+    /// Each request carries tonic's `TlsConnectInfo<TcpConnectInfo>`, as with tonic's
+    /// TLS server, so `Request::peer_certs` (defined with tonic's `tls-ring` or
+    /// `tls-aws-lc` feature) gives the client's certificates, and tonic's
+    /// `TcpConnectInfo` too, so `Request::remote_addr` works with or without those
+    /// features.
+    ///
+    /// The crypto provider, the certificates and client authentication are the
+    /// `ServerConfig`'s (rustls 0.23): this crate enables no provider of its own.
+    ///
+    /// ```no_run
+    /// use drain_tonic::ServeConfig;
+    /// use rustls::ServerConfig;
+    /// use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    ///
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let certs = CertificateDer::pem_file_iter("server.pem")?.collect::<Result<_, _>>()?;
+    /// let key = PrivateKeyDer::from_pem_file("server.key")?;
+    /// let tls = ServerConfig::builder()
+    ///     .with_no_client_auth()
+    ///     .with_single_cert(certs, key)?;
+    /// let config = ServeConfig::new().tls(tls);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    #[must_use]
+    pub fn tls(self, config: impl Into<Arc<ServerConfig>>) -> Self {
+        Self {
+            tls: Some(tls::with_h2(config.into())),
+            ..self
+        }
+    }
+
+    /// How long a client may take to complete its TLS handshake (from its connection's
+    /// acceptance) before its connection is dropped: 10 s by default. It bounds what a
+    /// client that connects and sends nothing holds (a task and a socket). Without
+    /// [`tls`](Self::tls) it does nothing.
+    ///
+    /// tonic's `ServerTlsConfig::timeout` sets the same bound, with none by default.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    #[must_use]
+    pub fn tls_handshake_timeout(self, timeout: Duration) -> Self {
+        Self {
+            tls_handshake_timeout: timeout,
+            ..self
+        }
+    }
+
+    /// The TLS handshake of each connection, with [`tls`](Self::tls).
+    #[cfg(feature = "tls")]
+    pub(super) fn handshake(&self) -> Option<tls::Handshake> {
+        let config = self.tls.clone()?;
+        if !tls::offers_h2(&config) {
+            warn!(
+                alpn = ?config.alpn_protocols,
+                "the TLS config's ALPN protocols lack h2: gRPC clients cannot connect"
+            );
+        }
+        Some(tls::Handshake::new(config, self.tls_handshake_timeout))
     }
 
     /// hyper's HTTP/2 connection builder with these settings.
