@@ -19,13 +19,14 @@
 //! settings of [`ServeConfig`] (tonic's builder names and defaults) and
 //! [`serve_with`]: the `grpc-timeout` deadline answered `CANCELLED`, the errors tonic
 //! knows answered as statuses, the concurrency limit per connection and load shedding,
-//! the HTTP/2 and TCP options, and TLS (feature `tls`: `ServeConfig::tls`, tonic's
-//! `Server::tls_config`). Not supported: HTTP/1.1 (gRPC-web) and `max_connection_age`.
+//! the HTTP/2 and TCP options, the connections' age limit, and TLS (feature `tls`:
+//! `ServeConfig::tls`, tonic's `Server::tls_config`). Not supported: HTTP/1.1
+//! (gRPC-web).
 
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,6 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
+use tokio::time::{Sleep, sleep};
 use tonic::transport::server::TcpConnectInfo;
 use tower_service::Service;
 use tracing::{debug, info, warn};
@@ -49,6 +51,7 @@ mod timeout;
 #[cfg(feature = "tls")]
 mod tls;
 
+use config::ConnectionAge;
 pub use config::ServeConfig;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -201,7 +204,10 @@ where
 {
     let (stop, stopped) = oneshot::channel::<()>();
     info!("serving gRPC; the listener stays open until the drain has ended");
-    let builder = config.http2();
+    let builder = Connections {
+        http2: config.http2(),
+        age: config.connection_age(),
+    };
     #[cfg(feature = "tls")]
     let tls = config.handshake();
     let goaway = CancellationToken::new();
@@ -251,13 +257,23 @@ where
         .await
 }
 
+/// How every connection is served: hyper's HTTP/2 settings, and its age limits.
+#[derive(Clone)]
+struct Connections {
+    http2: http2::Builder<TokioExecutor>,
+    age: ConnectionAge,
+}
+
 /// Serves one connection, sent a graceful `GOAWAY` once `goaway` (or `closing`) is
 /// cancelled; or, for a connection accepted during the drain (`late`), once its first
 /// RPC has reached the server: that RPC is answered `UNAVAILABLE`, and the client opens
 /// its next ones on a new connection. (A `GOAWAY` before the first RPC would reach a
 /// client that has not sent it yet as a closed connection, without the answer.)
+///
+/// Apart from the shutdown, a connection older than `max_connection_age` is sent its
+/// `GOAWAY` too, and closed `max_connection_age_grace` later if it is still open.
 async fn serve_connection<I, S, B, C>(
-    builder: &http2::Builder<TokioExecutor>,
+    connections: &Connections,
     io: I,
     app: S,
     info: C,
@@ -283,20 +299,46 @@ async fn serve_connection<I, S, B, C>(
         info,
         first_call: late.then(|| goaway.clone()),
     });
-    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
-    let ended = tokio::select! {
-        ended = conn.as_mut() => ended,
-        () = goaway.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let mut conn = pin!(
+        connections
+            .http2
+            .serve_connection(TokioIo::new(io), service)
+    );
+    let ConnectionAge { max, grace } = connections.age;
+    // The next age limit: `max`, then `grace` after it.
+    let mut age_limit = max.map(|max| Box::pin(sleep(max)));
+    let mut aged = false;
+    let mut told = false;
+    let ended = loop {
+        tokio::select! {
+            ended = conn.as_mut() => break ended,
+            () = goaway.cancelled(), if !told => {}
+            () = closing.cancelled(), if !told => {}
+            () = until(&mut age_limit), if age_limit.is_some() => {
+                if aged {
+                    debug!("connection closed: max_connection_age_grace is over");
+                    return;
+                }
+                aged = true;
+                age_limit = grace.map(|grace| Box::pin(sleep(grace)));
+                if told {
+                    continue;
+                }
+            }
         }
-        () = closing.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+        conn.as_mut().graceful_shutdown();
+        told = true;
     };
     if let Err(error) = ended {
         debug!(error = %error, "connection ended with an error");
+    }
+}
+
+/// When `timer`, if any, fires.
+async fn until(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -455,3 +455,53 @@ async fn http2_keepalive_sends_pings_and_closes_a_connection_that_does_not_answe
     );
     server.stop_without_waiting().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connection_age_sends_goaway_and_its_grace_closes_the_connection() {
+    const AGE: Duration = Duration::from_millis(500);
+    const GRACE: Duration = Duration::from_millis(1500);
+    let config = ServeConfig::new()
+        .max_connection_age(AGE)
+        .max_connection_age_grace(GRACE);
+    let mut server = Server::start(Some(config)).await;
+
+    // Past its age, the connection is sent `GOAWAY`: the RPC open on it is served to its
+    // end, a new one is refused, and a new connection is served.
+    let mut client = connect::<Empty<Bytes>>(server.addr).await;
+    let slow = send(&mut client, SLOW, None).await;
+    server.arrival(SLOW).await;
+    tokio::time::sleep(2 * AGE).await;
+    server.release.send_replace(true);
+    answered_done(answer(slow).await).await;
+    let refused = timeout(BOUND, async {
+        client.ready().await?;
+        client.send_request(rpc(FAST, None)).await
+    })
+    .await
+    .expect("refused in time");
+    assert!(refused.is_err(), "no new RPC after GOAWAY: {refused:?}");
+    let mut other = connect::<Empty<Bytes>>(server.addr).await;
+    let fast = send(&mut other, FAST, None).await;
+    server.arrival(FAST).await;
+    answered_done(answer(fast).await).await;
+    assert!(server.arrived.is_empty(), "the refused RPC reached nothing");
+
+    // An RPC still open when the grace is over is cut with its connection, and leaves
+    // the in-flight count.
+    let opened = Instant::now();
+    let mut client = connect::<Empty<Bytes>>(server.addr).await;
+    let forever = send(&mut client, FOREVER, None).await;
+    server.arrival(FOREVER).await;
+    let cut = timeout(BOUND, forever)
+        .await
+        .expect("ended in time")
+        .expect("task");
+    assert!(cut.is_err(), "cut with its connection: {cut:?}");
+    assert!(
+        opened.elapsed() >= AGE + GRACE,
+        "not before the age and the grace: {:?}",
+        opened.elapsed()
+    );
+    assert_eq!(server.shutdown.in_flight(), 0);
+    server.stop_without_waiting().await;
+}

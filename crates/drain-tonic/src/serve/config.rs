@@ -61,8 +61,8 @@ const DEFAULT_HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// # }
 /// ```
 ///
-/// Not supported: HTTP/1.1 (`accept_http1`, gRPC-web), `max_connection_age` and the
-/// other settings not listed here.
+/// Not supported: HTTP/1.1 (`accept_http1`, gRPC-web) and the other settings not
+/// listed here.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     timeout: Option<Duration>,
@@ -78,6 +78,8 @@ pub struct ServeConfig {
     max_frame_size: Option<u32>,
     tcp_nodelay: bool,
     tcp_keepalive: Option<Duration>,
+    max_connection_age: Option<Duration>,
+    max_connection_age_grace: Option<Duration>,
     #[cfg(feature = "tls")]
     tls: Option<Arc<ServerConfig>>,
     #[cfg(feature = "tls")]
@@ -100,6 +102,8 @@ impl Default for ServeConfig {
             max_frame_size: None,
             tcp_nodelay: true,
             tcp_keepalive: None,
+            max_connection_age: None,
+            max_connection_age_grace: None,
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]
@@ -266,6 +270,39 @@ impl ServeConfig {
         }
     }
 
+    /// How long a connection may live: once it is this old it is sent a graceful
+    /// `GOAWAY`, as at the drain (its open RPCs finish, and the client opens its next
+    /// ones on a new connection, which spreads them again over the instances behind a
+    /// load balancer). No limit by default. As tonic's `Server::max_connection_age`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let config = drain_tonic::ServeConfig::new()
+    ///     .max_connection_age(Duration::from_secs(300))
+    ///     .max_connection_age_grace(Duration::from_secs(30));
+    /// ```
+    #[must_use]
+    pub fn max_connection_age(self, age: Duration) -> Self {
+        Self {
+            max_connection_age: Some(age),
+            ..self
+        }
+    }
+
+    /// How long a connection sent its `GOAWAY` at
+    /// [`max_connection_age`](Self::max_connection_age) may stay open for its RPCs to
+    /// finish; then it is closed, and the RPCs still open on it fail. No limit by
+    /// default (the connection closes when its last RPC ends); without
+    /// `max_connection_age` it does nothing. As tonic's
+    /// `Server::max_connection_age_grace`.
+    #[must_use]
+    pub fn max_connection_age_grace(self, grace: Duration) -> Self {
+        Self {
+            max_connection_age_grace: Some(grace),
+            ..self
+        }
+    }
+
     /// `TCP_NODELAY` on accepted connections: on by default, as with tonic's
     /// `Server::tcp_nodelay`.
     #[must_use]
@@ -381,6 +418,14 @@ impl ServeConfig {
         builder
     }
 
+    /// The age limits of each connection.
+    pub(super) fn connection_age(&self) -> ConnectionAge {
+        ConnectionAge {
+            max: self.max_connection_age,
+            grace: self.max_connection_age_grace,
+        }
+    }
+
     /// Sets the TCP options of an accepted connection; a failure is logged, and the
     /// connection served anyway, as tonic's server does.
     pub(super) fn set_socket_options(&self, stream: &TcpStream) {
@@ -412,3 +457,10 @@ impl ServeConfig {
 pub(super) type PerConnection<S> = RecoverError<Either<LoadShed<Limited<S>>, Limited<S>>>;
 
 type Limited<S> = Either<ConcurrencyLimit<GrpcTimeout<S>>, GrpcTimeout<S>>;
+
+/// [`ServeConfig::max_connection_age`] and [`ServeConfig::max_connection_age_grace`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ConnectionAge {
+    pub(super) max: Option<Duration>,
+    pub(super) grace: Option<Duration>,
+}
