@@ -27,7 +27,6 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -85,6 +84,21 @@ pub fn run() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The order of `modes` modes in round `round` (from 0): rotated by one each round, so
+/// that no mode always runs first or after the same one.
+pub(crate) fn rotation(round: usize, modes: usize) -> Vec<usize> {
+    (0..modes).map(|i| (i + round) % modes).collect()
+}
+
+/// An order of modes as their names, comma-separated.
+pub(crate) fn named(order: &[usize], name: impl Fn(usize) -> &'static str) -> String {
+    order
+        .iter()
+        .map(|&m| name(m))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn cargo(args: &[&str]) -> Result<String, String> {
@@ -352,7 +366,7 @@ fn long_lived() -> Result<String, String> {
         "--bin",
         "long-lived-bench",
     ])?;
-    let binary = target_dir().join("release/long-lived-bench");
+    let binary = crate::target_dir().join("release/long-lived-bench");
     println!("==> {}", binary.display());
     let output = Command::new(&binary)
         .stderr(Stdio::inherit())
@@ -407,13 +421,9 @@ fn between(page: &str, open: &str, close: &str, text: &str) -> Result<String, St
     ))
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from)
-}
-
 /// Criterion's median estimate, in nanoseconds.
 fn median(group: &str, name: &str) -> Result<f64, String> {
-    let path = target_dir()
+    let path = crate::target_dir()
         .join("criterion")
         .join(group)
         .join(name)
@@ -435,7 +445,7 @@ fn median(group: &str, name: &str) -> Result<f64, String> {
 /// SIGTERM to exit of the release `telemetry-axum` with nothing in flight.
 fn shutdown_latency() -> Result<String, String> {
     cargo(&["build", "--release", "--quiet", "-p", "telemetry-axum"])?;
-    let binary = target_dir().join("release/telemetry-axum");
+    let binary = crate::target_dir().join("release/telemetry-axum");
     let work = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let mut times = Vec::with_capacity(SHUTDOWN_RUNS);

@@ -68,16 +68,8 @@ pub fn run() -> Result<String, String> {
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); MODES.len()];
     let mut order_lines = Vec::new();
     for round in 0..ROUNDS {
-        let order: Vec<usize> = (0..MODES.len())
-            .map(|i| (i + round) % MODES.len())
-            .collect();
-        order_lines.push(
-            order
-                .iter()
-                .map(|&m| MODES[m])
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
+        let order = crate::bench::rotation(round, MODES.len());
+        order_lines.push(crate::bench::named(&order, |m| MODES[m]));
         for &mode in &order {
             let mut server = Server::start(&binary, MODES[mode], server_env)?;
             let measured = (|| {
@@ -461,11 +453,7 @@ fn build() -> Result<PathBuf, String> {
     if !status.success() {
         return Err(format!("cargo {} failed", args.join(" ")));
     }
-    Ok(target_dir().join("release/bench-server"))
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from)
+    Ok(crate::target_dir().join("release/bench-server"))
 }
 
 /// Runs `wrk` (bounded by [`WRK_BOUND`]); its stdout.

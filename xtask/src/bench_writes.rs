@@ -24,7 +24,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -187,16 +187,8 @@ fn measure_all(binary: &Path, work: &Path, clients: usize) -> Result<Measured, S
     let mut results: Vec<Vec<Run>> = vec![Vec::new(); MODES.len()];
     let mut orders = Vec::new();
     for round in 0..ROUNDS {
-        let order: Vec<usize> = (0..MODES.len())
-            .map(|i| (i + round) % MODES.len())
-            .collect();
-        orders.push(
-            order
-                .iter()
-                .map(|&m| MODES[m].name)
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
+        let order = crate::bench::rotation(round, MODES.len());
+        orders.push(crate::bench::named(&order, |m| MODES[m].name));
         for &mode in &order {
             let name = MODES[mode].name;
             let db = work.join(format!("{name}-{round}.db"));
@@ -297,7 +289,7 @@ fn client(
         writer
             .write_all(request.as_bytes())
             .map_err(|e| e.to_string())?;
-        let status = read_response(&mut reader)?;
+        let (status, _) = crate::http::read_response(&mut reader)?;
         if status == 202 {
             latencies.push(sent.elapsed());
         } else {
@@ -305,36 +297,6 @@ fn client(
         }
     }
     Ok((latencies, refused))
-}
-
-/// Reads one response with a `Content-Length` body; its status.
-fn read_response(reader: &mut BufReader<TcpStream>) -> Result<u16, String> {
-    let mut line = String::new();
-    let mut status = None;
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-            return Err("the server closed the connection".into());
-        }
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if status.is_none() {
-            status = trimmed
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok());
-        } else if let Some((name, value)) = trimmed.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().map_err(|_| "bad content-length")?;
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).map_err(|e| e.to_string())?;
-    status.ok_or_else(|| "no status line".to_owned())
 }
 
 /// `telemetry_commits_total` and `telemetry_events_stored_total` from `/metrics`.

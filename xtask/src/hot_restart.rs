@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -71,21 +71,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
 }
 
 pub fn run(args: &[String]) -> ExitCode {
-    let options = match parse(args) {
-        Ok(options) => options,
-        Err(error) => {
-            eprintln!("hot-restart: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match hot_restart(&options) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(error) => {
-            eprintln!("hot-restart: {error}");
-            ExitCode::from(1)
-        }
-    }
+    crate::run_checked("hot-restart", parse(args), hot_restart)
 }
 
 /// How a run restarts its instance.
@@ -114,15 +100,7 @@ impl Way {
 }
 
 fn hot_restart(options: &Options) -> Result<bool, String> {
-    println!("==> building {}", options.bin);
-    let status = Command::new("cargo")
-        .args(["build", "--quiet", "--package", &options.bin])
-        .status()
-        .map_err(|e| format!("cargo build: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build --package {} failed", options.bin));
-    }
-    let binary = target_dir().join("debug").join(&options.bin);
+    let binary = crate::build_debug(&options.bin)?;
     let work = std::env::temp_dir().join(format!("hot-restart-{}", std::process::id()));
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
 
@@ -155,10 +133,6 @@ fn hot_restart(options: &Options) -> Result<bool, String> {
         );
     }
     Ok(met)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from)
 }
 
 /// The figures of one run.
@@ -588,7 +562,7 @@ fn client(
                 .get_mut()
                 .write_all(request.as_bytes())
                 .map_err(|e| format!("sending: {e}"))?;
-            let (status, closing) = read_response(&mut reader)?;
+            let (status, closing) = crate::http::read_response(&mut reader)?;
             if keep_alive && !closing {
                 connection = Some(reader);
             }
@@ -622,46 +596,4 @@ fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     };
     set(&stream).map_err(|e| format!("connecting: {e}"))?;
     Ok(stream)
-}
-
-/// Reads one response with a `Content-Length` body: its status, and whether the
-/// server closes the connection after it.
-fn read_response(reader: &mut BufReader<TcpStream>) -> Result<(u16, bool), String> {
-    let mut line = String::new();
-    let mut status = None;
-    let mut length = 0usize;
-    let mut closing = false;
-    loop {
-        line.clear();
-        let read = reader
-            .read_line(&mut line)
-            .map_err(|e| format!("reading the response: {e}"))?;
-        if read == 0 {
-            return Err("the connection closed before a whole response".into());
-        }
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if status.is_none() {
-            status = trimmed
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok());
-        } else if let Some((name, value)) = trimmed.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| "a bad content-length".to_owned())?;
-            } else if name.eq_ignore_ascii_case("connection") {
-                closing = value.trim().eq_ignore_ascii_case("close");
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader
-        .read_exact(&mut body)
-        .map_err(|e| format!("reading the body: {e}"))?;
-    Ok((status.ok_or("no status line")?, closing))
 }

@@ -1,6 +1,7 @@
-//! The one HTTP request the xtasks make: a `GET` on a new connection to 127.0.0.1.
+//! The HTTP the xtasks speak to 127.0.0.1: a `GET` on a new connection, and the
+//! response to a request on a keep-alive connection.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -40,6 +41,48 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, Stri
     Ok((status, body.to_owned()))
 }
 
+/// Reads one response with a `Content-Length` body: its status, and whether the
+/// server closes the connection after it.
+pub fn read_response(reader: &mut BufReader<TcpStream>) -> Result<(u16, bool), String> {
+    let mut line = String::new();
+    let mut status = None;
+    let mut length = 0usize;
+    let mut closing = false;
+    loop {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the response: {e}"))?;
+        if read == 0 {
+            return Err("the connection closed before a whole response".into());
+        }
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        if status.is_none() {
+            status = trimmed
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok());
+        } else if let Some((name, value)) = trimmed.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| "a bad content-length".to_owned())?;
+            } else if name.eq_ignore_ascii_case("connection") {
+                closing = value.trim().eq_ignore_ascii_case("close");
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader
+        .read_exact(&mut body)
+        .map_err(|e| format!("reading the body: {e}"))?;
+    Ok((status.ok_or("no status line")?, closing))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +113,22 @@ mod tests {
             get(addr, "/", Duration::from_secs(5)),
             Ok((503, "later\n".to_owned()))
         );
+    }
+
+    #[test]
+    fn keep_alive_responses_are_read_one_at_a_time() {
+        let addr = serve_once(
+            "HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 503 Service Unavailable\r\nConnection: close\r\ncontent-length: 5\r\n\r\nlater",
+        );
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .expect("request");
+        let mut reader = BufReader::new(stream);
+        assert_eq!(read_response(&mut reader), Ok((202, false)));
+        assert_eq!(read_response(&mut reader), Ok((503, true)));
+        let error = read_response(&mut reader).expect_err("nothing more");
+        assert!(error.contains("closed"), "{error}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod rolling_restart;
 mod systemd;
 
 use std::env;
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
@@ -298,6 +299,48 @@ fn newest_kubernetes_versions() -> Result<[String; 2], String> {
             "kubernetes-validate --version answered {version:?}, not a version like 1.37.0"
         )),
     }
+}
+
+/// A check with options: `2` when `options` could not be parsed, `1` when the check
+/// fails (`Ok(false)`, its output says why) or cannot run (`Err`), success otherwise.
+fn run_checked<O>(
+    name: &str,
+    options: Result<O, String>,
+    check: impl FnOnce(&O) -> Result<bool, String>,
+) -> ExitCode {
+    let options = match options {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match check(&options) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Cargo's target directory, as the cargo running the xtask uses it.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from)
+}
+
+/// Builds the binary of `package` (debug profile); its path.
+fn build_debug(package: &str) -> Result<PathBuf, String> {
+    println!("==> building {package}");
+    let status = Command::new("cargo")
+        .args(["build", "--quiet", "--package", package])
+        .status()
+        .map_err(|e| format!("cargo build: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build --package {package} failed"));
+    }
+    Ok(target_dir().join("debug").join(package))
 }
 
 /// Whether `program args` runs and exits with success: is a tool installed?

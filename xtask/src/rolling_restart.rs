@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,21 +43,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
 }
 
 pub fn run(args: &[String]) -> ExitCode {
-    let options = match parse(args) {
-        Ok(options) => options,
-        Err(error) => {
-            eprintln!("rolling-restart: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    match rolling_restart(&options) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(error) => {
-            eprintln!("rolling-restart: {error}");
-            ExitCode::from(1)
-        }
-    }
+    crate::run_checked("rolling-restart", parse(args), |options| {
+        rolling_restart(options)
+    })
 }
 
 fn rolling_restart(options: &Options) -> Result<bool, String> {
@@ -68,15 +56,7 @@ fn rolling_restart(options: &Options) -> Result<bool, String> {
     {
         return Err("haproxy is not installed (Debian: apt-get install haproxy)".into());
     }
-    println!("==> building {}", options.bin);
-    let status = Command::new("cargo")
-        .args(["build", "--quiet", "--package", &options.bin])
-        .status()
-        .map_err(|e| format!("cargo build: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build --package {} failed", options.bin));
-    }
-    let binary = target_dir().join("debug").join(&options.bin);
+    let binary = crate::build_debug(&options.bin)?;
     let work = std::env::temp_dir().join(format!("rolling-restart-{}", std::process::id()));
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
 
@@ -194,10 +174,6 @@ fn render_haproxy(
              found {bind}, {a} and {b}"
         )),
     }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from)
 }
 
 /// Three ports free on 127.0.0.1 (bound, then released).
