@@ -92,9 +92,8 @@ fn a_unary_rpc_in_flight_at_sigterm_completes() {
             .say_hello(hello("slow:1500"))
             .await
     });
-    // The RPC has reached the handler once the server has read it: give it the time,
-    // then check that the drain did count it.
-    std::thread::sleep(Duration::from_millis(500));
+    // Signalled once the RPC is in its handler: the drain must count it.
+    child.wait_for_line(Source::Stderr, "SayHello is waiting", WAIT);
     child.signal(Signal::SIGTERM);
     let draining = child.wait_for_line(Source::Stderr, "draining in-flight requests", WAIT);
     assert!(draining.contains("in_flight=1"), "{draining}");
@@ -120,7 +119,7 @@ fn a_new_rpc_during_the_drain_gets_unavailable_with_a_message_and_a_pushback() {
             .say_hello(hello("slow:3000"))
             .await
     });
-    std::thread::sleep(Duration::from_millis(500));
+    child.wait_for_line(Source::Stderr, "SayHello is waiting", WAIT);
     child.signal(Signal::SIGTERM);
     child.wait_for_line(
         Source::Stderr,
@@ -308,7 +307,7 @@ fn a_second_signal_exits_at_once() {
             .say_hello(hello("slow:60000"))
             .await
     });
-    std::thread::sleep(Duration::from_millis(500));
+    child.wait_for_line(Source::Stderr, "SayHello is waiting", WAIT);
     child.signal(Signal::SIGTERM);
     child.wait_for_line(
         Source::Stderr,

@@ -60,6 +60,7 @@ impl Greeter for MyGreeter {
             let ms: u64 = ms
                 .parse()
                 .map_err(|_| Status::invalid_argument(format!("{name:?}: expected slow:<ms>")))?;
+            tracing::info!(ms, "SayHello is waiting before it answers");
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         Ok(Response::new(HelloReply {
